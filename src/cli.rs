@@ -1,0 +1,211 @@
+//! The command line: `run`, `check`, `ca init`, `ca env`, `--version`.
+//!
+//! Exit codes: 0 ok, 2 invalid config or usage, 1 any other start-up failure.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Action, Config, Inject};
+
+#[derive(Parser)]
+#[command(name = "sidekey", version, about = "Credential-injecting sidecar proxy for AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Config file.
+    #[arg(long, short, env = "SIDEKEY_CONFIG", default_value = "sidekey.yaml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve.
+    Run(ConfigArg),
+    /// Validate the config and print the routes table.
+    Check(ConfigArg),
+    /// Manage the local CA used for HTTPS interception.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Write ca.crt and ca.key into DIR.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the environment that makes common runtimes trust the CA.
+    Env {
+        #[arg(long)]
+        ca: PathBuf,
+        /// Where to write the bundle of system roots plus the CA (default: next to the CA).
+        #[arg(long)]
+        bundle_out: Option<PathBuf>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(a) => check(&a.config),
+        Command::Run(a) => run(&a.config),
+        Command::Ca(CaCommand::Init { out, force }) => match crate::tls::CertificateAuthority::init_dir(&out, force) {
+            Ok((cert, key)) => {
+                println!("wrote {} and {}", cert.display(), key.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sidekey: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Ca(CaCommand::Env { ca, bundle_out }) => ca_env(&ca, bundle_out),
+    }
+}
+
+fn load_or_report(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::from(2)
+    })
+}
+
+fn check(path: &Path) -> ExitCode {
+    let cfg = match load_or_report(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for (name, c) in &cfg.credentials {
+        if let config::SourceSpec::Env { var } = &c.source {
+            if std::env::var_os(var).is_none() {
+                eprintln!("{}: warning: credentials.{name}.env: {var} is not set in this environment", path.display());
+            }
+        }
+    }
+    let default = match cfg.default_action {
+        config::DefaultAction::Deny => "deny",
+        config::DefaultAction::Passthrough => "passthrough",
+    };
+    println!("{}: ok ({} routes, default {default})", path.display(), cfg.routes.len());
+    println!("{:<4} {:<24} {:<44} {:<11} {:<20} {}", "#", "ROUTE", "MATCH", "AUTH", "CREDENTIAL", "INJECT");
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let matcher = match &r.gateway {
+            Some(g) => format!("gateway {} -> {}://{}{}", g.prefix, g.scheme, g.authority, g.base_path),
+            None => {
+                let host = r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
+                let path = r.path.as_ref().map(|p| p.as_str().to_string()).unwrap_or_default();
+                let methods = r.methods.as_ref().map(|m| format!(" [{}]", m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))).unwrap_or_default();
+                format!("{host}{path}{methods}")
+            }
+        };
+        let auth = match r.action {
+            Action::Claw => "claw",
+            Action::Assistant => "assistant",
+            Action::Deny => "deny",
+            Action::Passthrough => "passthrough",
+        };
+        let cred = r.credential.as_ref().map(|c| format!("{} ({})", c.name, c.source_name())).unwrap_or_else(|| "-".into());
+        let inject = if r.credential.is_some() {
+            match r.effective_inject() {
+                Inject::Header { name, prefix, suffix } => format!("{name}: {prefix}<token>{suffix}"),
+                Inject::Basic { .. } => "authorization: Basic".into(),
+                Inject::Query { param } => format!("?{param}=<token>"),
+            }
+        } else {
+            "-".into()
+        };
+        println!("{:<4} {:<24} {:<44} {:<11} {:<20} {}", i, r.name, matcher, auth, cred, inject);
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(path: &Path) -> ExitCode {
+    crate::logging::init();
+    let cfg = match load_or_report(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(worker_threads())
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sidekey: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let listeners = crate::server::Listeners::bind(&cfg).await?;
+        crate::server::run(cfg, listeners, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "sidekey stopped");
+            eprintln!("sidekey: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `SIDEKEY_WORKERS` if set, else one per core.
+fn worker_threads() -> usize {
+    std::env::var("SIDEKEY_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn ca_env(ca: &Path, bundle_out: Option<PathBuf>) -> ExitCode {
+    let pem = match std::fs::read_to_string(ca) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sidekey: cannot read {}: {e}", ca.display());
+            return ExitCode::from(1);
+        }
+    };
+    let out = bundle_out.unwrap_or_else(|| ca.with_file_name("trust-bundle.pem"));
+    if let Err(e) = crate::tls::write_trust_bundle(&pem, &out) {
+        eprintln!("sidekey: {e}");
+        return ExitCode::from(1);
+    }
+    for line in crate::tls::ca_env_lines(&out) {
+        println!("{line}");
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,338 @@
+//! The validated configuration: what sidekey runs on.
+//!
+//! [`load`] reads a YAML file, parses it into the raw shapes of [`raw`] with the YAML
+//! path of any type error, and validates it in one step into [`Config`]. A `Config`
+//! that exists is complete and consistent: every route names a known credential, every
+//! duration and address parsed, every path is absolute. Nothing later re-checks it.
+
+mod duration;
+pub mod raw;
+mod validate;
+mod validate_credentials;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+
+pub use duration::parse_duration;
+
+use crate::policy::{HostPattern, PathGlob};
+
+/// One problem found in a config file: where (`routes[3].credential`) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem of one file, reported together so one `check` run shows them all.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", self.file.display(), e)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub agent: Arc<str>,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub default_action: DefaultAction,
+    pub identity: IdentityConfig,
+    pub tls: Option<TlsConfig>,
+    pub upstream_roots: Roots,
+    /// `upstreams:` resolve overrides, keyed by lower-case host name.
+    pub upstreams: HashMap<String, SocketAddr>,
+    pub vault: Option<VaultConfig>,
+    pub credentials: BTreeMap<String, Arc<CredentialSpec>>,
+    pub routes: Vec<RouteSpec>,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub shutdown_grace: Duration,
+    pub audit_file: Option<PathBuf>,
+    pub egress_allow: Vec<IpNet>,
+    /// Host names and IP literals the operator wrote as destinations (gateway
+    /// upstreams, `upstreams:` keys, literal-IP `match.host`): egress checks allow
+    /// these as intent.
+    pub intended_hosts: HashSet<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultAction {
+    Deny,
+    Passthrough,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub header: HeaderName,
+    pub mode: IdentityMode,
+}
+
+#[derive(Debug, Clone)]
+pub enum IdentityMode {
+    Trusted,
+    Jwt(JwtConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    pub user_claim: String,
+    pub groups_claim: Option<String>,
+    pub leeway_seconds: u64,
+    pub algorithms: Vec<String>,
+    pub refresh_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+}
+
+/// Which roots verify upstream certificates.
+#[derive(Debug, Clone, Default)]
+pub struct Roots {
+    pub system: bool,
+    pub bundles: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    pub address: String,
+    pub auth: VaultAuth,
+    pub kv_mount: String,
+    pub ca_cert: Option<PathBuf>,
+    pub namespace: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum VaultAuth {
+    Token { env: Option<String>, file: Option<PathBuf> },
+    AppRole { mount: String, role_id_env: String, secret_id_env: String },
+    Kubernetes { mount: String, role: String, jwt_file: PathBuf },
+}
+
+/// A secret value by reference, resolved when first used.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+    Vault { path: String, field: String },
+}
+
+#[derive(Debug)]
+pub struct CredentialSpec {
+    pub name: Arc<str>,
+    pub source: SourceSpec,
+    pub inject: Option<Inject>,
+    pub connect_url: Option<String>,
+    /// How long a secret without `expires_at` stays cached.
+    pub cache_ttl: Duration,
+}
+
+impl CredentialSpec {
+    /// Whether the credential is looked up per end user (`{user}` in its template).
+    pub fn per_user(&self) -> bool {
+        match &self.source {
+            SourceSpec::File { template } => template.to_string_lossy().contains("{user}"),
+            SourceSpec::Vault { path, .. } => path.contains("{user}"),
+            SourceSpec::Env { .. } | SourceSpec::ClientCredentials(_) => false,
+        }
+    }
+
+    pub fn source_name(&self) -> &'static str {
+        match &self.source {
+            SourceSpec::Env { .. } => "env",
+            SourceSpec::File { .. } => "file",
+            SourceSpec::Vault { .. } => "vault",
+            SourceSpec::ClientCredentials(_) => "oauth_client_credentials",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum SourceSpec {
+    Env { var: String },
+    File { template: PathBuf },
+    Vault { path: String, refresh: Option<OAuthClient> },
+    ClientCredentials(OAuthClient),
+}
+
+/// An OAuth client: where to get tokens and how to authenticate to it.
+#[derive(Debug, Clone)]
+pub struct OAuthClient {
+    pub token_url: String,
+    pub client_id: SecretRef,
+    pub client_secret: Option<SecretRef>,
+    pub scopes: Vec<String>,
+    pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Basic,
+    Body,
+}
+
+/// How a token is placed on the upstream request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inject {
+    /// `header: name` with `format` split around its one `{token}`.
+    Header { name: HeaderName, prefix: String, suffix: String },
+    /// HTTP Basic with the token as password (or as username when none is given).
+    Basic { username: Option<String> },
+    /// A query parameter, replacing any the client sent.
+    Query { param: String },
+}
+
+impl Inject {
+    pub fn bearer() -> Self {
+        Inject::Header {
+            name: http::header::AUTHORIZATION,
+            prefix: "Bearer ".into(),
+            suffix: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Claw,
+    Assistant,
+    Deny,
+    Passthrough,
+}
+
+impl Action {
+    pub fn auth_context(self) -> &'static str {
+        match self {
+            Action::Claw => "system_service",
+            Action::Assistant => "user_delegated",
+            Action::Deny | Action::Passthrough => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// Normalised prefix without a trailing slash, e.g. `/slack`.
+    pub prefix: String,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    pub host: String,
+    /// Base path of the upstream without a trailing slash (`""` for the root).
+    pub base_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: Arc<str>,
+    pub host: Option<HostPattern>,
+    pub path: Option<PathGlob>,
+    pub methods: Option<Vec<http::Method>>,
+    pub gateway: Option<Gateway>,
+    pub action: Action,
+    pub credential: Option<Arc<CredentialSpec>>,
+    pub inject: Option<Inject>,
+    pub set_headers: Vec<(HeaderName, http::HeaderValue)>,
+    pub allow: Option<Allow>,
+    pub connect_url: Option<String>,
+    pub keep_client_headers: Vec<HeaderName>,
+}
+
+impl RouteSpec {
+    /// The injection in force: the route's, else the credential's, else bearer.
+    pub fn effective_inject(&self) -> Inject {
+        self.inject
+            .clone()
+            .or_else(|| self.credential.as_ref().and_then(|c| c.inject.clone()))
+            .unwrap_or_else(Inject::bearer)
+    }
+
+    pub fn effective_connect_url(&self) -> Option<&str> {
+        self.connect_url
+            .as_deref()
+            .or_else(|| self.credential.as_ref()?.connect_url.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Allow {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request_headers: Duration,
+    pub upstream_response: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    pub replay_body_bytes: usize,
+}
+
+/// Read, parse and validate a config file.
+pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
+    let fail = |errors| ConfigErrors {
+        file: file.to_path_buf(),
+        errors,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        fail(vec![ConfigError {
+            path: ".".into(),
+            message: format!("cannot read file: {e}"),
+        }])
+    })?;
+    let raw = parse(&text).map_err(|e| fail(vec![e]))?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    validate::validate(raw, file, base).map_err(fail)
+}
+
+/// Parse YAML text into the raw shapes, naming the YAML path of the first type error.
+pub fn parse(text: &str) -> Result<raw::RawConfig, ConfigError> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| ConfigError {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
+}

@@ -1,0 +1,21 @@
+//! sidekey: a sidecar proxy that injects credentials into an AI agent's HTTP calls.
+//!
+//! The folders follow a request: `config` (YAML -> validated [`config::Config`]),
+//! `identity` (who the end user is), `policy` (which route, so what to do),
+//! `credentials` (the token for that route and user), `proxy` (the listener and the
+//! request phases), then `audit` and `metrics`. `server` runs it all; `cli` is the
+//! command line.
+
+pub mod admin;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod identity;
+pub mod logging;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,164 @@
+//! Policy: which route a request falls under, and so what sidekey does with it.
+//!
+//! [`RouteTable`] indexes the validated routes by host so that matching cost depends
+//! on the routes for one host, not on the size of the table. First match in file
+//! order wins, across exact, wildcard and host-less routes alike.
+
+mod path;
+mod pattern;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::Method;
+
+pub use path::{match_form, normalize};
+pub use pattern::{HostPattern, PathGlob};
+
+use crate::config::{Action, DefaultAction, RouteSpec};
+
+/// What one request looks like to policy.
+#[derive(Debug, Clone, Copy)]
+pub struct MatchInput<'a> {
+    /// Lower-case host without port.
+    pub host: &'a str,
+    /// Normalised path in match form (see [`match_form`]).
+    pub path: &'a str,
+    pub method: &'a Method,
+}
+
+/// What to do with a CONNECT to a host, before any inner request is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectPlan {
+    /// Terminate TLS and apply policy per inner request.
+    Intercept,
+    /// Blind tunnel: every possible outcome for this host is passthrough.
+    Tunnel,
+    /// Every possible outcome for this host is deny.
+    Deny,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<RouteSpec>>,
+    exact: HashMap<String, Vec<usize>>,
+    /// Keyed by the suffix after `*.`.
+    wildcard: HashMap<String, Vec<usize>>,
+    any_host: Vec<usize>,
+    gateways: Vec<usize>,
+}
+
+impl RouteTable {
+    pub fn new(routes: &[RouteSpec]) -> Self {
+        let mut t = RouteTable {
+            routes: routes.iter().cloned().map(Arc::new).collect(),
+            ..Default::default()
+        };
+        for (i, r) in routes.iter().enumerate() {
+            match (&r.gateway, &r.host) {
+                (Some(_), _) => t.gateways.push(i),
+                (None, Some(HostPattern::Exact(h))) => t.exact.entry(h.clone()).or_default().push(i),
+                (None, Some(HostPattern::Wildcard(s))) => t.wildcard.entry(s.clone()).or_default().push(i),
+                (None, None) => t.any_host.push(i),
+            }
+        }
+        t
+    }
+
+    pub fn routes(&self) -> &[Arc<RouteSpec>] {
+        &self.routes
+    }
+
+    /// The first proxy (non-gateway) route matching the request.
+    pub fn decide(&self, req: &MatchInput<'_>) -> Option<&Arc<RouteSpec>> {
+        let mut lists = self.candidates(req.host);
+        loop {
+            // Smallest head among the candidate lists: file order across all of them.
+            let (li, &idx) = lists
+                .iter()
+                .enumerate()
+                .filter_map(|(li, l)| l.first().map(|i| (li, i)))
+                .min_by_key(|(_, i)| **i)?;
+            lists[li] = &lists[li][1..];
+            let r = &self.routes[idx];
+            if path_and_method_match(r, req.path, req.method) {
+                return Some(r);
+            }
+        }
+    }
+
+    /// The first gateway route whose prefix covers `path`, with the remainder below
+    /// the prefix (always starting with `/`).
+    pub fn decide_gateway<'p>(&self, path: &'p str, method: &Method) -> Option<(&Arc<RouteSpec>, &'p str)> {
+        for &i in &self.gateways {
+            let r = &self.routes[i];
+            let Some(g) = &r.gateway else { continue };
+            let Some(rest) = path.strip_prefix(g.prefix.as_str()) else { continue };
+            let rest = match rest {
+                "" => "/",
+                r if r.starts_with('/') => r,
+                _ => continue,
+            };
+            if path_and_method_match(r, &match_form(rest), method) {
+                return Some((r, rest));
+            }
+        }
+        None
+    }
+
+    /// How to handle `CONNECT host`: the set of outcomes any inner request could get.
+    pub fn connect_plan(&self, host: &str, default: DefaultAction) -> ConnectPlan {
+        let (mut deny, mut pass, mut other) = (false, false, false);
+        let mut covered = false;
+        let mut all: Vec<usize> = self.candidates(host).iter().flat_map(|l| l.iter().copied()).collect();
+        all.sort_unstable();
+        for idx in all {
+            let r = &self.routes[idx];
+            match r.action {
+                Action::Deny => deny = true,
+                Action::Passthrough => pass = true,
+                Action::Claw | Action::Assistant => other = true,
+            }
+            if r.path.is_none() && r.methods.is_none() {
+                covered = true;
+                break;
+            }
+        }
+        if !covered {
+            match default {
+                DefaultAction::Deny => deny = true,
+                DefaultAction::Passthrough => pass = true,
+            }
+        }
+        match (deny, pass, other) {
+            (false, true, false) => ConnectPlan::Tunnel,
+            (true, false, false) => ConnectPlan::Deny,
+            _ => ConnectPlan::Intercept,
+        }
+    }
+
+    fn candidates(&self, host: &str) -> Vec<&[usize]> {
+        let mut lists: Vec<&[usize]> = Vec::with_capacity(4);
+        if let Some(l) = self.exact.get(host) {
+            lists.push(l);
+        }
+        if !self.wildcard.is_empty() {
+            let mut rest = host;
+            while let Some(dot) = rest.find('.') {
+                rest = &rest[dot + 1..];
+                if let Some(l) = self.wildcard.get(rest) {
+                    lists.push(l);
+                }
+            }
+        }
+        if !self.any_host.is_empty() {
+            lists.push(&self.any_host);
+        }
+        lists
+    }
+}
+
+fn path_and_method_match(r: &RouteSpec, path: &str, method: &Method) -> bool {
+    r.methods.as_ref().is_none_or(|ms| ms.contains(method))
+        && r.path.as_ref().is_none_or(|g| g.matches(path))
+}

@@ -1,0 +1,114 @@
+//! Path normalisation: the one form both policy and the upstream see.
+//!
+//! Policy must match what the upstream will act on, so a request path is normalised
+//! once: percent-escapes of unreserved characters are decoded (so `%2e%2e` is `..`),
+//! other escapes are upper-cased and kept (`%2F` stays an escape inside one segment),
+//! empty segments collapse, and dot segments are resolved (RFC 3986 5.2.4) without ever
+//! climbing above the root. Matching additionally ignores `;params` in segments, so
+//! `/admin;x/` cannot dodge a rule for `/admin/`.
+
+/// The normalised path, or `Err` for paths that must never be forwarded (NUL, no root).
+pub fn normalize(raw: &str) -> Result<String, &'static str> {
+    if raw == "*" {
+        return Ok("*".into());
+    }
+    if !raw.starts_with('/') {
+        return Err("path must start with /");
+    }
+    let decoded = decode_unreserved(raw)?;
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut path = String::with_capacity(decoded.len());
+    for s in &out {
+        path.push('/');
+        path.push_str(s);
+    }
+    if trailing || path.is_empty() {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+/// The form route globs are matched against: normalised, `;params` removed.
+pub fn match_form(normalized: &str) -> std::borrow::Cow<'_, str> {
+    if !normalized.contains(';') {
+        return normalized.into();
+    }
+    let segs: Vec<&str> = normalized.split('/').map(|s| s.split(';').next().unwrap_or("")).collect();
+    segs.join("/").into()
+}
+
+fn decode_unreserved(raw: &str) -> Result<String, &'static str> {
+    let b = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == 0 {
+            return Err("NUL in path");
+        }
+        if c == b'%' {
+            let hex = |x: u8| (x as char).to_digit(16);
+            let (Some(h), Some(l)) = (b.get(i + 1).and_then(|x| hex(*x)), b.get(i + 2).and_then(|x| hex(*x))) else {
+                return Err("bad percent-escape in path");
+            };
+            let v = (h * 16 + l) as u8;
+            if v == 0 {
+                return Err("NUL in path");
+            }
+            if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                out.push(v as char);
+            } else {
+                out.push('%');
+                out.push_str(&format!("{v:02X}"));
+            }
+            i += 3;
+            continue;
+        }
+        // Bytes of a valid &str are pushed through as they are (multi-byte included).
+        let ch_len = utf8_len(c);
+        out.push_str(&raw[i..i + ch_len]);
+        i += ch_len;
+    }
+    Ok(out)
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0x00..=0x7F => 1,
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_tricks() {
+        assert_eq!(normalize("/a/../b").unwrap(), "/b");
+        assert_eq!(normalize("/a/%2e%2e/b").unwrap(), "/b");
+        assert_eq!(normalize("/a/%2E%2E/%2e/b").unwrap(), "/b");
+        assert_eq!(normalize("/../../etc").unwrap(), "/etc");
+        assert_eq!(normalize("//a///b/").unwrap(), "/a/b/");
+        assert_eq!(normalize("/a%2fb").unwrap(), "/a%2Fb");
+        assert_eq!(normalize("/%7euser").unwrap(), "/~user");
+        assert_eq!(normalize("/").unwrap(), "/");
+        assert_eq!(normalize("/a/..").unwrap(), "/");
+        assert!(normalize("/a%00").is_err());
+        assert!(normalize("/a%zz").is_err());
+        assert!(normalize("a").is_err());
+        assert_eq!(match_form("/admin;x=1/users"), "/admin/users");
+    }
+}

@@ -1,0 +1,138 @@
+//! The two matchers a route is made of: host patterns and anchored path globs.
+
+/// `api.notion.com` (exact) or `*.example.com` (any subdomain, never the apex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// The suffix after `*.`, e.g. `example.com`.
+    Wildcard(String),
+}
+
+impl HostPattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        let bad = || format!("`{text}` is not a host name like api.example.com or *.example.com");
+        if t.is_empty() || t.contains(['/', ' ', '@', '?', '#']) {
+            return Err(bad());
+        }
+        let bare = t.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<std::net::IpAddr>().is_ok() {
+            return Ok(HostPattern::Exact(bare.to_string()));
+        }
+        if t.contains(':') {
+            return Err(format!("`{text}`: match hosts without a port"));
+        }
+        match t.strip_prefix("*.") {
+            Some(rest) if !rest.is_empty() && !rest.contains('*') => {
+                Ok(HostPattern::Wildcard(rest.to_string()))
+            }
+            Some(_) => Err(bad()),
+            None if t.contains('*') => Err(format!("`{text}`: `*` may only start a host, as in *.example.com")),
+            None => Ok(HostPattern::Exact(t)),
+        }
+    }
+
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Wildcard(suffix) => host.len() > suffix.len() + 1
+                && host.ends_with(suffix.as_str())
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.',
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+/// An anchored path glob: `*` matches any run of characters (including `/`),
+/// everything else is literal. `/api/chat.*` matches `/api/chat.postMessage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathGlob {
+    source: String,
+    /// The literal pieces between `*`s; `parts.len() == stars + 1`.
+    parts: Vec<String>,
+}
+
+impl PathGlob {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if !(text.starts_with('/') || text.starts_with('*')) {
+            return Err(format!("`{text}` must start with `/` (paths are matched from the root)"));
+        }
+        if text.contains(['?', '#']) {
+            return Err(format!("`{text}`: paths never see the query string; remove `?`/`#`"));
+        }
+        Ok(PathGlob {
+            source: text.to_string(),
+            parts: text.split('*').map(str::to_string).collect(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        let parts = &self.parts;
+        let (first, rest) = match parts.split_first() {
+            Some(x) => x,
+            None => return path.is_empty(),
+        };
+        let Some(mut remaining) = path.strip_prefix(first.as_str()) else {
+            return false;
+        };
+        let Some((last, middle)) = rest.split_last() else {
+            return remaining.is_empty();
+        };
+        for part in middle {
+            match remaining.find(part.as_str()) {
+                Some(i) => remaining = &remaining[i + part.len()..],
+                None => return false,
+            }
+        }
+        remaining.len() >= last.len() && remaining.ends_with(last.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        let w = HostPattern::parse("*.Example.com").unwrap();
+        assert!(w.matches("a.example.com"));
+        assert!(w.matches("a.b.example.com"));
+        assert!(!w.matches("example.com"));
+        assert!(!w.matches("badexample.com"));
+        assert!(HostPattern::parse("api.x.com:443").is_err());
+        assert!(HostPattern::parse("a.*.com").is_err());
+        assert_eq!(HostPattern::parse("[::1]").unwrap(), HostPattern::Exact("::1".into()));
+        assert!(HostPattern::parse("slack.com.").unwrap().matches("slack.com"));
+    }
+
+    #[test]
+    fn path_globs_are_anchored() {
+        let g = PathGlob::parse("/api/chat.*").unwrap();
+        assert!(g.matches("/api/chat.postMessage"));
+        assert!(!g.matches("/x/api/chat.postMessage"));
+        assert!(!g.matches("/api/users.list"));
+        let g = PathGlob::parse("/v1/*/items").unwrap();
+        assert!(g.matches("/v1/a/items"));
+        assert!(!g.matches("/v1/a/items/2"));
+        let exact = PathGlob::parse("/health").unwrap();
+        assert!(exact.matches("/health"));
+        assert!(!exact.matches("/healthz"));
+        let g = PathGlob::parse("/a*a").unwrap();
+        assert!(!g.matches("/a"));
+        assert!(g.matches("/aa"));
+        assert!(PathGlob::parse("api").is_err());
+        assert!(PathGlob::parse("/a?b=1").is_err());
+    }
+}

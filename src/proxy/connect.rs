@@ -1,0 +1,92 @@
+//! `CONNECT host:port`: refuse, tunnel blindly, or intercept.
+//!
+//! Policy is decided for the host before any byte of the tunnel flows: a host whose
+//! possible outcomes are all `deny` gets 403 on the CONNECT; all `passthrough` gets a
+//! blind TCP tunnel; anything else is intercepted. Interception terminates TLS with a
+//! leaf certificate for exactly the CONNECT host and serves the inner HTTP/1.1 or
+//! HTTP/2 requests through the same phases as plain requests, bound to that host.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::exchange::Exchange;
+use super::forward::{UpstreamBody, from_connect};
+use super::phases::empty;
+use super::{ConnInfo, Intercepted, Runtime, Shared, listener};
+use crate::error::ProxyError;
+use crate::policy::ConnectPlan;
+
+pub async fn handle(shared: &Arc<Shared>, rt: &Arc<Runtime>, conn: &Arc<ConnInfo>, ex: &mut Exchange, req: Request<Incoming>) -> Result<Response<UpstreamBody>, ProxyError> {
+    let authority = req.uri().authority().cloned()
+        .ok_or_else(|| ProxyError::BadRequest("CONNECT needs host:port".into()))?;
+    let host = authority.host().trim_matches(['[', ']']).trim_end_matches('.').to_ascii_lowercase();
+    let port = authority.port_u16().unwrap_or(443);
+    ex.host = host.clone();
+    ex.path = String::new();
+    if host.is_empty() {
+        return Err(ProxyError::BadRequest("CONNECT needs host:port".into()));
+    }
+    let identity = rt.identifier.identify(req.headers(), conn.loopback).await?;
+    ex.identity = identity.clone();
+
+    // Never tunnel into sidekey itself (admin or proxy listener), whatever the policy says.
+    if let Err(e) = rt.upstream.connector().plan(&host, port).await {
+        if matches!(e, super::connector::ConnectError::Egress(_)) {
+            return Err(from_connect(&e));
+        }
+    }
+    match rt.table.connect_plan(&host, rt.config.default_action) {
+        ConnectPlan::Deny => Err(ProxyError::RouteDenied(format!("no route allows CONNECT to {}", crate::audit::bounded(&host)))),
+        ConnectPlan::Tunnel => {
+            ex.action = Some(crate::config::Action::Passthrough);
+            let started = std::time::Instant::now();
+            let upstream = rt.upstream.connector().dial(&host, port).await.map_err(|e| from_connect(&e))?;
+            ex.upstream = Some(started.elapsed());
+            let on_upgrade = hyper::upgrade::on(req);
+            let counter = ex.bytes_in.clone();
+            shared.tasks.spawn(async move {
+                let Ok(upgraded) = on_upgrade.await else { return };
+                let mut client = TokioIo::new(upgraded);
+                let mut upstream = upstream;
+                if let Ok((up, _down)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    counter.fetch_add(up, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            Ok(empty(StatusCode::OK))
+        }
+        ConnectPlan::Intercept => {
+            let Some(ca) = rt.ca.clone() else {
+                return Err(ProxyError::RouteDenied(format!(
+                    "{} needs HTTPS interception but no `tls.ca_cert` is configured", crate::audit::bounded(&host))));
+            };
+            let server_config = ca.server_config(&host)
+                .map_err(|e| ProxyError::Upstream(format!("cannot mint a certificate: {e}")))?;
+            ex.skip_audit();
+            let on_upgrade = hyper::upgrade::on(req);
+            let shared2 = shared.clone();
+            let peer = conn.peer;
+            let loopback = conn.loopback;
+            shared.tasks.spawn(async move {
+                let Ok(upgraded) = on_upgrade.await else { return };
+                let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
+                let Ok(start) = acceptor.await else { return };
+                let sni = start.client_hello().server_name().map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+                let sni_mismatch = sni.as_deref().is_some_and(|s| s != host);
+                let Ok(tls) = start.into_stream(server_config).await else {
+                    tracing::debug!(host = %crate::audit::bounded(&host), "client TLS handshake failed (does it trust sidekey's CA?)");
+                    return;
+                };
+                let inner = Arc::new(ConnInfo {
+                    peer,
+                    loopback,
+                    intercepted: Some(Intercepted { host, port, identity, sni_mismatch }),
+                });
+                listener::serve_connection_boxed(shared2, TokioIo::new(tls), inner).await;
+            });
+            Ok(empty(StatusCode::OK))
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The audit phase: one [`Exchange`] per request, finished exactly once.
+//!
+//! Each phase fills in what it learnt (target, user, route, error, upstream time).
+//! The response body is wrapped in [`AuditedBody`], which counts bytes out and, when
+//! the body ends or is dropped (client gone), writes the audit record and the request
+//! metrics. Denied and failed requests go through the same path as allowed ones.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response};
+use http_body::{Body, Frame, SizeHint};
+
+use super::Shared;
+use super::forward::{BoxError, UpstreamBody};
+use crate::audit::{AuditRecord, bounded};
+use crate::config::{Action, RouteSpec};
+use crate::error::ProxyError;
+use crate::identity::Identity;
+use crate::metrics::status_class;
+
+pub struct Exchange {
+    pub request_id: String,
+    pub trace_id: Option<String>,
+    start: Instant,
+    ts: time::OffsetDateTime,
+    method: Method,
+    pub scheme: &'static str,
+    pub host: String,
+    pub path: String,
+    pub identity: Option<Identity>,
+    pub route: Option<Arc<RouteSpec>>,
+    pub action: Option<Action>,
+    pub error: Option<&'static str>,
+    denied: bool,
+    pub upstream: Option<Duration>,
+    pub bytes_in: Arc<AtomicU64>,
+    /// An intercepted CONNECT is not a call: its inner requests are audited instead.
+    skip: bool,
+}
+
+impl Exchange {
+    pub fn new(method: &Method, scheme: &'static str) -> Self {
+        Exchange {
+            request_id: format!("{:032x}", fastrand::u128(..)),
+            trace_id: None,
+            start: Instant::now(),
+            ts: time::OffsetDateTime::now_utc(),
+            method: method.clone(),
+            scheme,
+            host: String::new(),
+            path: String::new(),
+            identity: None,
+            route: None,
+            action: None,
+            error: None,
+            denied: false,
+            upstream: None,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            skip: false,
+        }
+    }
+
+    pub fn skip_audit(&mut self) {
+        self.skip = true;
+    }
+
+    pub fn fail(&mut self, e: &ProxyError) {
+        self.error = Some(e.code());
+        self.denied = e.is_denial();
+    }
+
+    fn decision(&self) -> &'static str {
+        match (self.error, self.denied) {
+            (None, _) => "allow",
+            (Some(_), true) => "deny",
+            (Some(_), false) => "error",
+        }
+    }
+
+    fn auth_context(&self) -> &'static str {
+        self.action.map(Action::auth_context).unwrap_or("none")
+    }
+
+    /// Attach the request id and hand the response to the audit-on-completion body.
+    pub fn respond(self, mut resp: Response<UpstreamBody>, shared: Arc<Shared>) -> Response<AuditedBody> {
+        if let Ok(v) = HeaderValue::from_str(&self.request_id) {
+            resp.headers_mut().insert("x-sidekey-request-id", v);
+        }
+        let status = resp.status().as_u16();
+        resp.map(|inner| AuditedBody {
+            inner,
+            bytes_out: 0,
+            pending: Some(Pending { ex: self, status, shared }),
+        })
+    }
+
+    fn finish(self, status: u16, bytes_out: u64, shared: &Shared) {
+        if self.skip {
+            return;
+        }
+        let total = self.start.elapsed();
+        let route_label = self.route.as_ref().map(|r| &*r.name).unwrap_or("none");
+        let decision = self.decision();
+        let m = &shared.metrics;
+        m.requests
+            .with_label_values(&[route_label, self.auth_context(), decision, status_class(status)])
+            .inc();
+        m.request_duration.with_label_values(&[route_label]).observe(total.as_secs_f64());
+        if let Some(u) = self.upstream {
+            m.upstream_duration.with_label_values(&[route_label]).observe(u.as_secs_f64());
+        }
+        let ms = |d: Duration| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        let record = AuditRecord {
+            ts: self
+                .ts
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            request_id: self.request_id,
+            trace_id: self.trace_id,
+            agent: shared.agent(),
+            user: self.identity.as_ref().map(|i| bounded(&i.user)),
+            groups: self
+                .identity
+                .as_ref()
+                .and_then(|i| i.groups.as_ref())
+                .map(|g| g.iter().map(|s| bounded(s)).collect()),
+            auth_context: self.action.map(Action::auth_context).unwrap_or("none"),
+            credential: self.route.as_ref().and_then(|r| r.credential.as_ref()).map(|c| c.name.clone()),
+            route: self.route.map(|r| r.name.clone()),
+            decision,
+            error: self.error,
+            method: bounded(self.method.as_str()),
+            scheme: self.scheme,
+            host: bounded(&self.host),
+            path: bounded(&self.path),
+            status,
+            upstream_ms: self.upstream.map(ms),
+            total_ms: ms(total),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out,
+        };
+        shared.audit.write(&record);
+    }
+}
+
+struct Pending {
+    ex: Exchange,
+    status: u16,
+    shared: Arc<Shared>,
+}
+
+/// A response body that writes the audit record when it ends.
+pub struct AuditedBody {
+    inner: UpstreamBody,
+    bytes_out: u64,
+    pending: Option<Pending>,
+}
+
+impl AuditedBody {
+    fn complete(&mut self) {
+        if let Some(p) = self.pending.take() {
+            p.ex.finish(p.status, self.bytes_out, &p.shared);
+        }
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        self.complete();
+    }
+}
+
+impl Body for AuditedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes_out += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.complete(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body counted into the exchange's `bytes_in` as it streams upstream.
+    pub struct CountingBody<B> {
+        #[pin]
+        inner: B,
+        counter: Arc<AtomicU64>,
+    }
+}
+
+impl<B> CountingBody<B> {
+    pub fn new(inner: B, counter: Arc<AtomicU64>) -> Self {
+        CountingBody { inner, counter }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for CountingBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(d) = frame.data_ref() {
+                this.counter.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,120 @@
+//! The proxy: everything between accepting a client connection and the audit record.
+//!
+//! A request walks the phases in `phases.rs` (identify -> decide -> resolve -> inject
+//! -> forward -> audit). `target.rs` says where it goes, `connect.rs` handles CONNECT
+//! (tunnel or interception), `upgrade.rs` WebSockets, `headers.rs` header hygiene,
+//! `connector.rs` + `egress.rs` how upstreams are dialled, `exchange.rs` the audit.
+
+mod connect;
+pub mod connector;
+pub mod egress;
+mod exchange;
+pub mod forward;
+pub mod headers;
+pub mod inject;
+pub mod listener;
+mod phases;
+pub mod target;
+mod upgrade;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::AuditSink;
+use crate::config::Config;
+use crate::credentials::CredentialStore;
+use crate::identity::{Identifier, Identity};
+use crate::metrics::Metrics;
+use crate::policy::RouteTable;
+use crate::tls::CertificateAuthority;
+
+/// Everything built from one config file. Replaced whole on reload; requests hold the
+/// `Arc` they started with, so a reload never changes a request mid-way.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub table: RouteTable,
+    pub identifier: Identifier,
+    pub upstream: forward::Upstream,
+    pub ca: Option<Arc<CertificateAuthority>>,
+}
+
+impl Runtime {
+    /// Build a runtime; `own` are the bound listener addresses (never dialled).
+    pub async fn build(config: Config, own: Vec<SocketAddr>) -> anyhow::Result<Self> {
+        let roots = &config.upstream_roots;
+        let tls = crate::tls::client_config(roots.system, &roots.bundles)?;
+        let tls_h1 = crate::tls::client_config_http1(roots.system, &roots.bundles)?;
+        let connector = connector::Connector::new(&config, own, tls, tls_h1);
+        let upstream = forward::Upstream::new(connector, config.timeouts.idle, config.timeouts.upstream_response);
+        let ca = match &config.tls {
+            Some(t) => Some(Arc::new(CertificateAuthority::load(&t.ca_cert, &t.ca_key)?)),
+            None => None,
+        };
+        Ok(Runtime {
+            table: RouteTable::new(&config.routes),
+            identifier: Identifier::new(&config.identity).await?,
+            upstream,
+            ca,
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// State shared by every connection for the life of the process.
+pub struct Shared {
+    runtime: ArcSwap<Runtime>,
+    pub credentials: CredentialStore,
+    pub audit: AuditSink,
+    pub metrics: Arc<Metrics>,
+    /// The bound proxy address (requests naming it are gateway requests, never dialled).
+    pub proxy_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+impl Shared {
+    pub fn new(runtime: Runtime, credentials: CredentialStore, audit: AuditSink, metrics: Arc<Metrics>, proxy_addr: SocketAddr) -> Self {
+        Shared {
+            runtime: ArcSwap::from_pointee(runtime),
+            credentials,
+            audit,
+            metrics,
+            proxy_addr,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    pub fn replace_runtime(&self, rt: Runtime) {
+        self.runtime.store(Arc::new(rt));
+    }
+
+    pub fn agent(&self) -> Arc<str> {
+        self.runtime.load().config.agent.clone()
+    }
+}
+
+/// What is known about the client connection a request arrived on.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The peer is this host: trusted-mode identity headers are honoured.
+    pub loopback: bool,
+    /// Set inside an intercepted CONNECT tunnel.
+    pub intercepted: Option<Intercepted>,
+}
+
+/// The CONNECT a tunnel was opened with; inner requests are bound to it.
+pub struct Intercepted {
+    pub host: String,
+    pub port: u16,
+    pub identity: Option<Identity>,
+    pub sni_mismatch: bool,
+}

@@ -1,0 +1,200 @@
+//! The request path, as named phases: identify -> decide -> resolve -> inject ->
+//! forward -> audit. Each change to request handling has one obvious home here.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use super::exchange::{AuditedBody, CountingBody, Exchange};
+use super::forward::UpstreamBody;
+use super::target::Target;
+use super::{ConnInfo, Runtime, Shared, connect, headers, inject, target};
+use crate::config::{Action, DefaultAction, RouteSpec};
+use crate::credentials::{CredError, Token, template};
+use crate::error::ProxyError;
+use crate::identity::Identity;
+use crate::policy::MatchInput;
+
+/// Entry point for every request on the proxy listener (and inside tunnels).
+pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<AuditedBody>, Infallible> {
+    let rt = shared.runtime();
+    let scheme = if conn.intercepted.is_some() { "https" } else { "http" };
+    let mut ex = Exchange::new(req.method(), scheme);
+    let resp = match process(&shared, &rt, &conn, &mut ex, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            ex.fail(&e);
+            log_failure(&ex, &e);
+            e.to_response::<Full<Bytes>>(&ex.request_id).map(box_full)
+        }
+    };
+    Ok(ex.respond(resp, shared))
+}
+
+fn box_full(b: Full<Bytes>) -> UpstreamBody {
+    b.map_err(|never| match never {}).boxed_unsync()
+}
+
+fn log_failure(ex: &Exchange, e: &ProxyError) {
+    if e.status().is_server_error() {
+        tracing::warn!(request_id = %ex.request_id, code = e.code(), error = %e, "request failed");
+    } else {
+        tracing::debug!(request_id = %ex.request_id, code = e.code(), error = %e, "request refused");
+    }
+}
+
+async fn process(shared: &Arc<Shared>, rt: &Arc<Runtime>, conn: &Arc<ConnInfo>, ex: &mut Exchange, req: Request<Incoming>) -> Result<Response<UpstreamBody>, ProxyError> {
+    if req.method() == http::Method::CONNECT && conn.intercepted.is_none() {
+        return connect::handle(shared, rt, conn, ex, req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    ex.trace_id = Some(headers::ensure_traceparent(&mut parts.headers));
+
+    // target: where the request goes, with its path normalised once.
+    let target = target::resolve(&parts, conn.intercepted.as_ref(), shared.proxy_addr, &rt.table)?;
+    ex.host = target.host.clone();
+    ex.path = target.path.clone();
+
+    // identify: the end user, if any. The header is removed below whatever happens.
+    let identity = identify(rt, conn, &parts.headers).await?;
+    ex.identity = identity.clone();
+
+    // decide: first matching route, else the default.
+    let route = match &target.gateway {
+        Some(r) => Some(r.clone()),
+        None => rt.table.decide(&MatchInput { host: &target.host, path: &target.policy_path, method: &parts.method }).cloned(),
+    };
+    ex.route = route.clone();
+    let action = match (&route, rt.config.default_action) {
+        (Some(r), _) => r.action,
+        (None, DefaultAction::Deny) => return Err(ProxyError::RouteDenied(format!("no route matches {} {}", parts.method, crate::audit::bounded(&target.host)))),
+        (None, DefaultAction::Passthrough) => Action::Passthrough,
+    };
+    ex.action = Some(action);
+    if action == Action::Deny {
+        let name = route.as_ref().map(|r| r.name.to_string()).unwrap_or_default();
+        return Err(ProxyError::RouteDenied(format!("route `{name}` denies this call")));
+    }
+    authorize(rt, route.as_deref(), action, identity.as_ref())?;
+
+    // resolve: the credential for this route and user.
+    let token = match (&route, action) {
+        (Some(r), Action::Claw | Action::Assistant) => Some(resolve(shared, r, identity.as_ref()).await?),
+        _ => None,
+    };
+
+    // inject: build the upstream request.
+    headers::strip_identity(&mut parts.headers, rt.identifier.header());
+    let upgrade = is_upgrade(&parts);
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    parts.headers.remove(http::header::HOST);
+    let mut query = target.query.clone();
+    if let (Some(r), Some(token)) = (&route, &token) {
+        let inj = r.effective_inject();
+        let injected_header = match &inj {
+            crate::config::Inject::Header { name, .. } => Some(name.clone()),
+            crate::config::Inject::Basic { .. } => Some(http::header::AUTHORIZATION),
+            crate::config::Inject::Query { .. } => None,
+        };
+        headers::strip_client_credentials(&mut parts.headers, injected_header.as_ref(), &r.keep_client_headers);
+        query = inject::apply(&inj, token, &mut parts.headers, query.as_deref())?;
+    }
+    if let Some(r) = &route {
+        for (k, v) in &r.set_headers {
+            parts.headers.insert(k.clone(), v.clone());
+        }
+    }
+    parts.uri = upstream_uri(&target, query.as_deref())?;
+    parts.version = http::Version::HTTP_11;
+    if upgrade {
+        return super::upgrade::forward(rt, ex, parts, body).await;
+    }
+    let body = CountingBody::new(body, ex.bytes_in.clone()).map_err(Into::into).boxed_unsync();
+
+    // forward
+    let started = Instant::now();
+    let result = rt.upstream.send(Request::from_parts(parts, body)).await;
+    ex.upstream = Some(started.elapsed());
+    let mut resp = result?;
+    headers::strip_hop_by_hop(resp.headers_mut(), false);
+    *resp.version_mut() = http::Version::HTTP_11;
+    Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync()))
+}
+
+async fn identify(rt: &Runtime, conn: &ConnInfo, h: &http::HeaderMap) -> Result<Option<Identity>, ProxyError> {
+    let inner = rt.identifier.identify(h, conn.loopback).await?;
+    let Some(tunnel) = &conn.intercepted else { return Ok(inner) };
+    // Inside a tunnel, the CONNECT request's identity holds for every inner request;
+    // an inner request may repeat it but never name someone else.
+    match (&tunnel.identity, inner) {
+        (None, inner) => Ok(inner),
+        (Some(outer), None) => Ok(Some(outer.clone())),
+        (Some(outer), Some(inner)) if outer.user == inner.user => Ok(Some(inner)),
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest("inner request identity differs from the CONNECT identity".into())),
+    }
+}
+
+fn authorize(rt: &Runtime, route: Option<&RouteSpec>, action: Action, identity: Option<&Identity>) -> Result<(), ProxyError> {
+    let allow = route.and_then(|r| r.allow.as_ref());
+    let needs_identity = action == Action::Assistant || allow.is_some();
+    let Some(id) = identity else {
+        if needs_identity {
+            return Err(ProxyError::IdentityRequired { header: rt.identifier.header().to_string() });
+        }
+        return Ok(());
+    };
+    if let (Some(allow), Some(r)) = (allow, route) {
+        let user_ok = allow.users.iter().any(|u| **u == *id.user);
+        let group_ok = id.groups.iter().flatten().any(|g| allow.groups.iter().any(|a| **a == **g));
+        if !(user_ok || group_ok) {
+            return Err(ProxyError::UserNotAllowed { route: r.name.to_string() });
+        }
+    }
+    Ok(())
+}
+
+async fn resolve(shared: &Shared, route: &RouteSpec, identity: Option<&Identity>) -> Result<Arc<Token>, ProxyError> {
+    let Some(spec) = &route.credential else {
+        return Err(ProxyError::CredentialStoreUnavailable("route has no credential".into()));
+    };
+    let user = identity.map(|i| &*i.user);
+    let connect_url = || route.effective_connect_url().map(|u| template::fill_url(u, user));
+    shared.credentials.get(spec, user).await.map_err(|e| match e {
+        CredError::Missing => ProxyError::CredentialMissing { credential: spec.name.to_string(), connect_url: connect_url() },
+        CredError::Expired => ProxyError::CredentialExpired { credential: spec.name.to_string(), connect_url: connect_url() },
+        CredError::Unavailable(m) | CredError::Invalid(m) => ProxyError::CredentialStoreUnavailable(m),
+    })
+}
+
+fn is_upgrade(parts: &http::request::Parts) -> bool {
+    parts.version == http::Version::HTTP_11
+        && parts.headers.contains_key(http::header::UPGRADE)
+        && parts.headers.get_all(http::header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        })
+}
+
+fn upstream_uri(t: &Target, query: Option<&str>) -> Result<Uri, ProxyError> {
+    let pq = match query {
+        Some(q) if !q.is_empty() => format!("{}?{q}", t.path),
+        _ => t.path.clone(),
+    };
+    Uri::builder()
+        .scheme(t.scheme.clone())
+        .authority(t.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("cannot build the upstream URI".into()))
+}
+
+/// A bare response sidekey answers itself (CONNECT established, for example).
+pub fn empty(status: StatusCode) -> Response<UpstreamBody> {
+    let mut r = Response::new(box_full(Full::new(Bytes::new())));
+    *r.status_mut() = status;
+    r
+}

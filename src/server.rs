@@ -1,0 +1,134 @@
+//! Running sidekey: [`run`] takes bound listeners and a shutdown future, so tests can
+//! bind `127.0.0.1:0` and stop it at will. It owns the lifecycle: reload on SIGHUP or
+//! a change of the config file, and graceful shutdown within `shutdown_grace`.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::admin::{self, Readiness};
+use crate::audit::AuditSink;
+use crate::config::{self, Config};
+use crate::credentials::CredentialStore;
+use crate::metrics::Metrics;
+use crate::proxy::{Runtime, Shared, listener};
+
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let proxy = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot bind listen {}", cfg.listen))?;
+        let admin = TcpListener::bind(cfg.admin_listen).await.with_context(|| format!("cannot bind admin_listen {}", cfg.admin_listen))?;
+        Ok(Listeners { proxy, admin })
+    }
+}
+
+/// Serve until `shutdown` completes, then drain for up to `shutdown_grace`.
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let proxy_addr = listeners.proxy.local_addr()?;
+    let admin_addr = listeners.admin.local_addr()?;
+    let own = vec![proxy_addr, admin_addr];
+    let metrics = Arc::new(Metrics::new()?);
+    let audit = AuditSink::start(config.audit_file.as_deref())?;
+    let file = config.file.clone();
+    let runtime = Runtime::build(config, own.clone()).await?;
+    let credentials = CredentialStore::new(metrics.clone());
+    let shared = Arc::new(Shared::new(runtime, credentials, audit.clone(), metrics, proxy_addr));
+    let ready = Arc::new(Readiness::default());
+
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "listening");
+    let proxy_task = tokio::spawn(listener::serve(shared.clone(), listeners.proxy));
+    let admin_task = tokio::spawn(admin::serve(shared.clone(), ready.clone(), listeners.admin));
+    let reload_task = tokio::spawn(watch_reloads(shared.clone(), file, own));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    ready.shutting_down.store(true, Ordering::Relaxed);
+    let grace = shared.runtime().config.shutdown_grace;
+    shared.shutdown.cancel();
+    shared.tasks.close();
+    let _ = proxy_task.await;
+    if tokio::time::timeout(grace, shared.tasks.wait()).await.is_err() {
+        tracing::warn!(grace = ?grace, "shutdown grace elapsed with requests still in flight");
+    }
+    reload_task.abort();
+    let _ = admin_task.await;
+    audit.flush();
+    Ok(())
+}
+
+/// What `/readyz` checks beyond "not shutting down".
+pub fn readiness(shared: &Shared) -> Result<(), String> {
+    let rt = shared.runtime();
+    if rt.config.tls.is_some() && rt.ca.is_none() {
+        return Err("CA not loaded".into());
+    }
+    Ok(())
+}
+
+/// Reload on SIGHUP, and when the config file's content changes (this also catches a
+/// Kubernetes ConfigMap symlink swap, which changes no inode we could watch).
+async fn watch_reloads(shared: Arc<Shared>, file: PathBuf, own: Vec<std::net::SocketAddr>) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut last = std::fs::read(&file).ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<bool>();
+        let forced = tokio::select! {
+            s = signalled => s,
+            _ = tick.tick() => false,
+        };
+        let now = std::fs::read(&file).ok();
+        if !forced && (now.is_none() || now == last) {
+            continue;
+        }
+        last = now;
+        reload(&shared, &file, &own).await;
+    }
+}
+
+async fn reload(shared: &Shared, file: &std::path::Path, own: &[std::net::SocketAddr]) {
+    let metrics = &shared.metrics;
+    let cfg = match config::load(file) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.errors {
+                tracing::error!(file = %file.display(), problem = %e, "config reload rejected; keeping the old config");
+            }
+            metrics.config_reloads.with_label_values(&["error"]).inc();
+            return;
+        }
+    };
+    let old = shared.runtime();
+    if cfg.listen != old.config.listen || cfg.admin_listen != old.config.admin_listen {
+        tracing::warn!("listen addresses change only on restart; the rest of the new config applies");
+    }
+    match Runtime::build(cfg, own.to_vec()).await {
+        Ok(rt) => {
+            shared.replace_runtime(rt);
+            metrics.config_reloads.with_label_values(&["success"]).inc();
+            tracing::info!(file = %file.display(), "config reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "config reload rejected; keeping the old config");
+            metrics.config_reloads.with_label_values(&["error"]).inc();
+        }
+    }
+}
