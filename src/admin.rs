@@ -54,7 +54,10 @@ fn route(shared: &Shared, ready: &Readiness, req: &Request<Incoming>) -> Respons
             }
             match crate::server::readiness(shared) {
                 Ok(()) => text(StatusCode::OK, "ready\n"),
-                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n")),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("not ready: {why}\n"),
+                ),
             }
         }
         "/metrics" => {
@@ -72,6 +75,9 @@ fn route(shared: &Shared, ready: &Readiness, req: &Request<Incoming>) -> Respons
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
     r
 }

@@ -7,8 +7,8 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::mpsc;
 
 use serde::Serialize;
 

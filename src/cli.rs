@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, Action, Config, Inject};
 
 #[derive(Parser)]
-#[command(name = "sidekey", version, about = "Credential-injecting sidecar proxy for AI agents")]
+#[command(
+    name = "sidekey",
+    version,
+    about = "Credential-injecting sidecar proxy for AI agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,16 +63,18 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(a) => check(&a.config),
         Command::Run(a) => run(&a.config),
-        Command::Ca(CaCommand::Init { out, force }) => match crate::tls::CertificateAuthority::init_dir(&out, force) {
-            Ok((cert, key)) => {
-                println!("wrote {} and {}", cert.display(), key.display());
-                ExitCode::SUCCESS
+        Command::Ca(CaCommand::Init { out, force }) => {
+            match crate::tls::CertificateAuthority::init_dir(&out, force) {
+                Ok((cert, key)) => {
+                    println!("wrote {} and {}", cert.display(), key.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sidekey: {e}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("sidekey: {e}");
-                ExitCode::from(1)
-            }
-        },
+        }
         Command::Ca(CaCommand::Env { ca, bundle_out }) => ca_env(&ca, bundle_out),
     }
 }
@@ -86,25 +92,55 @@ fn check(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     for (name, c) in &cfg.credentials {
-        if let config::SourceSpec::Env { var } = &c.source {
-            if std::env::var_os(var).is_none() {
-                eprintln!("{}: warning: credentials.{name}.env: {var} is not set in this environment", path.display());
-            }
+        if let config::SourceSpec::Env { var } = &c.source
+            && std::env::var_os(var).is_none()
+        {
+            eprintln!(
+                "{}: warning: credentials.{name}.env: {var} is not set in this environment",
+                path.display()
+            );
         }
     }
     let default = match cfg.default_action {
         config::DefaultAction::Deny => "deny",
         config::DefaultAction::Passthrough => "passthrough",
     };
-    println!("{}: ok ({} routes, default {default})", path.display(), cfg.routes.len());
-    println!("{:<4} {:<24} {:<44} {:<11} {:<20} {}", "#", "ROUTE", "MATCH", "AUTH", "CREDENTIAL", "INJECT");
+    println!(
+        "{}: ok ({} routes, default {default})",
+        path.display(),
+        cfg.routes.len()
+    );
+    println!(
+        "{:<4} {:<24} {:<44} {:<11} {:<20} INJECT",
+        "#", "ROUTE", "MATCH", "AUTH", "CREDENTIAL"
+    );
     for (i, r) in cfg.routes.iter().enumerate() {
         let matcher = match &r.gateway {
-            Some(g) => format!("gateway {} -> {}://{}{}", g.prefix, g.scheme, g.authority, g.base_path),
+            Some(g) => format!(
+                "gateway {} -> {}://{}{}",
+                g.prefix, g.scheme, g.authority, g.base_path
+            ),
             None => {
-                let host = r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
-                let path = r.path.as_ref().map(|p| p.as_str().to_string()).unwrap_or_default();
-                let methods = r.methods.as_ref().map(|m| format!(" [{}]", m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))).unwrap_or_default();
+                let host = r
+                    .host
+                    .as_ref()
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|| "*".into());
+                let path = r
+                    .path
+                    .as_ref()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default();
+                let methods = r
+                    .methods
+                    .as_ref()
+                    .map(|m| {
+                        format!(
+                            " [{}]",
+                            m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+                        )
+                    })
+                    .unwrap_or_default();
                 format!("{host}{path}{methods}")
             }
         };
@@ -114,17 +150,28 @@ fn check(path: &Path) -> ExitCode {
             Action::Deny => "deny",
             Action::Passthrough => "passthrough",
         };
-        let cred = r.credential.as_ref().map(|c| format!("{} ({})", c.name, c.source_name())).unwrap_or_else(|| "-".into());
+        let cred = r
+            .credential
+            .as_ref()
+            .map(|c| format!("{} ({})", c.name, c.source_name()))
+            .unwrap_or_else(|| "-".into());
         let inject = if r.credential.is_some() {
             match r.effective_inject() {
-                Inject::Header { name, prefix, suffix } => format!("{name}: {prefix}<token>{suffix}"),
+                Inject::Header {
+                    name,
+                    prefix,
+                    suffix,
+                } => format!("{name}: {prefix}<token>{suffix}"),
                 Inject::Basic { .. } => "authorization: Basic".into(),
                 Inject::Query { param } => format!("?{param}=<token>"),
             }
         } else {
             "-".into()
         };
-        println!("{:<4} {:<24} {:<44} {:<11} {:<20} {}", i, r.name, matcher, auth, cred, inject);
+        println!(
+            "{:<4} {:<24} {:<44} {:<11} {:<20} {}",
+            i, r.name, matcher, auth, cred, inject
+        );
     }
     ExitCode::SUCCESS
 }
@@ -166,14 +213,21 @@ fn worker_threads() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
 }
 
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

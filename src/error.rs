@@ -126,7 +126,10 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         headers.insert("x-sidekey-error", HeaderValue::from_static(self.code()));
-        if matches!(self, Self::IdentityRequired { .. } | Self::IdentityInvalid(_)) {
+        if matches!(
+            self,
+            Self::IdentityRequired { .. } | Self::IdentityInvalid(_)
+        ) {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"sidekey\""),

@@ -33,33 +33,48 @@ impl Metrics {
             &["route", "auth_context", "decision", "status_class"],
         )?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("sidekey_request_duration_seconds", "Time from request to end of response.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "sidekey_request_duration_seconds",
+                "Time from request to end of response.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
         let upstream_duration = HistogramVec::new(
-            HistogramOpts::new("sidekey_upstream_duration_seconds", "Time for the upstream to answer with headers.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "sidekey_upstream_duration_seconds",
+                "Time for the upstream to answer with headers.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
         let credential_lookups = IntCounterVec::new(
-            Opts::new("sidekey_credential_lookups_total", "Credential lookups, by cache result."),
+            Opts::new(
+                "sidekey_credential_lookups_total",
+                "Credential lookups, by cache result.",
+            ),
             &["credential", "source", "result"],
         )?;
         let token_refreshes = IntCounterVec::new(
-            Opts::new("sidekey_token_refreshes_total", "OAuth token refreshes and fetches."),
+            Opts::new(
+                "sidekey_token_refreshes_total",
+                "OAuth token refreshes and fetches.",
+            ),
             &["credential", "result"],
         )?;
         let config_reloads = IntCounterVec::new(
             Opts::new("sidekey_config_reloads_total", "Config reloads, by result."),
             &["result"],
         )?;
-        let open_connections = IntGauge::new("sidekey_open_connections", "Open client connections.")?;
+        let open_connections =
+            IntGauge::new("sidekey_open_connections", "Open client connections.")?;
         let build_info = IntGaugeVec::new(
             Opts::new("sidekey_build_info", "Build information; always 1."),
             &["version"],
         )?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for result in ["success", "error"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -90,7 +105,9 @@ impl Metrics {
     }
 
     pub fn token_refresh(&self, credential: &str, result: &str) {
-        self.token_refreshes.with_label_values(&[credential, result]).inc();
+        self.token_refreshes
+            .with_label_values(&[credential, result])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -25,14 +25,22 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let proxy = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot bind listen {}", cfg.listen))?;
-        let admin = TcpListener::bind(cfg.admin_listen).await.with_context(|| format!("cannot bind admin_listen {}", cfg.admin_listen))?;
+        let proxy = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot bind listen {}", cfg.listen))?;
+        let admin = TcpListener::bind(cfg.admin_listen)
+            .await
+            .with_context(|| format!("cannot bind admin_listen {}", cfg.admin_listen))?;
         Ok(Listeners { proxy, admin })
     }
 }
 
 /// Serve until `shutdown` completes, then drain for up to `shutdown_grace`.
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let proxy_addr = listeners.proxy.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
     let own = vec![proxy_addr, admin_addr];
@@ -41,7 +49,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let file = config.file.clone();
     let runtime = Runtime::build(config, own.clone()).await?;
     let credentials = CredentialStore::new(metrics.clone());
-    let shared = Arc::new(Shared::new(runtime, credentials, audit.clone(), metrics, proxy_addr));
+    let shared = Arc::new(Shared::new(
+        runtime,
+        credentials,
+        audit.clone(),
+        metrics,
+        proxy_addr,
+    ));
     let ready = Arc::new(Readiness::default());
 
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "listening");
@@ -56,7 +70,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     shared.shutdown.cancel();
     shared.tasks.close();
     let _ = proxy_task.await;
-    if tokio::time::timeout(grace, shared.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(grace, shared.tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?grace, "shutdown grace elapsed with requests still in flight");
     }
     reload_task.abort();
@@ -118,7 +135,9 @@ async fn reload(shared: &Shared, file: &std::path::Path, own: &[std::net::Socket
     };
     let old = shared.runtime();
     if cfg.listen != old.config.listen || cfg.admin_listen != old.config.admin_listen {
-        tracing::warn!("listen addresses change only on restart; the rest of the new config applies");
+        tracing::warn!(
+            "listen addresses change only on restart; the rest of the new config applies"
+        );
     }
     match Runtime::build(cfg, own.to_vec()).await {
         Ok(rt) => {

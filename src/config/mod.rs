@@ -140,9 +140,20 @@ pub struct VaultConfig {
 
 #[derive(Debug, Clone)]
 pub enum VaultAuth {
-    Token { env: Option<String>, file: Option<PathBuf> },
-    AppRole { mount: String, role_id_env: String, secret_id_env: String },
-    Kubernetes { mount: String, role: String, jwt_file: PathBuf },
+    Token {
+        env: Option<String>,
+        file: Option<PathBuf>,
+    },
+    AppRole {
+        mount: String,
+        role_id_env: String,
+        secret_id_env: String,
+    },
+    Kubernetes {
+        mount: String,
+        role: String,
+        jwt_file: PathBuf,
+    },
 }
 
 /// A secret value by reference, resolved when first used.
@@ -185,9 +196,16 @@ impl CredentialSpec {
 
 #[derive(Debug)]
 pub enum SourceSpec {
-    Env { var: String },
-    File { template: PathBuf },
-    Vault { path: String, refresh: Option<OAuthClient> },
+    Env {
+        var: String,
+    },
+    File {
+        template: PathBuf,
+    },
+    Vault {
+        path: String,
+        refresh: Option<OAuthClient>,
+    },
     ClientCredentials(OAuthClient),
 }
 
@@ -211,7 +229,11 @@ pub enum ClientAuth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inject {
     /// `header: name` with `format` split around its one `{token}`.
-    Header { name: HeaderName, prefix: String, suffix: String },
+    Header {
+        name: HeaderName,
+        prefix: String,
+        suffix: String,
+    },
     /// HTTP Basic with the token as password (or as username when none is given).
     Basic { username: Option<String> },
     /// A query parameter, replacing any the client sent.
@@ -323,9 +345,14 @@ pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read file: {e}"),
         }])
     })?;
-    let raw = parse(&text).map_err(|e| fail(vec![e]))?;
     let base = file.parent().unwrap_or(Path::new("."));
-    validate::validate(raw, file, base).map_err(fail)
+    from_str(&text, file, base).map_err(fail)
+}
+
+/// Parse and validate YAML text; `file` names it in the result, `base` anchors relative paths.
+pub fn from_str(text: &str, file: &Path, base: &Path) -> Result<Config, Vec<ConfigError>> {
+    let raw = parse(text).map_err(|e| vec![e])?;
+    validate::validate(raw, file, base)
 }
 
 /// Parse YAML text into the raw shapes, naming the YAML path of the first type error.

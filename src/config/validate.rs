@@ -11,8 +11,8 @@ use http::{HeaderName, HeaderValue, Method};
 use super::raw::{RawConfig, RawGateway, RawIdentity, RawInject, RawRoots, RawRoute, RawTls};
 use super::{
     Action, Allow, Config, ConfigError, CredentialSpec, DefaultAction, Gateway, IdentityConfig,
-    IdentityMode, Inject, JwtConfig, Limits, Roots, RouteSpec, TlsConfig, Timeouts,
-    parse_duration, validate_credentials,
+    IdentityMode, Inject, JwtConfig, Limits, Roots, RouteSpec, Timeouts, TlsConfig, parse_duration,
+    validate_credentials,
 };
 use crate::policy::{HostPattern, PathGlob};
 
@@ -44,7 +44,11 @@ impl Problems {
 /// Resolve a config-relative path.
 pub(super) fn resolve_path(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 pub(super) fn validate(
@@ -54,13 +58,21 @@ pub(super) fn validate(
 ) -> Result<Config, Vec<ConfigError>> {
     let mut p = Problems::default();
     if raw.version != 1 {
-        p.push("version", format!("unsupported version {} (expected 1)", raw.version));
+        p.push(
+            "version",
+            format!("unsupported version {} (expected 1)", raw.version),
+        );
     }
     if raw.agent.trim().is_empty() {
         p.push("agent", "must not be empty");
     }
     let listen = socket(&mut p, "listen", raw.listen.as_deref(), "127.0.0.1:15080");
-    let admin_listen = socket(&mut p, "admin_listen", raw.admin_listen.as_deref(), "127.0.0.1:15090");
+    let admin_listen = socket(
+        &mut p,
+        "admin_listen",
+        raw.admin_listen.as_deref(),
+        "127.0.0.1:15090",
+    );
     if listen == admin_listen && listen.port() != 0 {
         p.push("admin_listen", "must differ from `listen`");
     }
@@ -68,7 +80,10 @@ pub(super) fn validate(
         None | Some("deny") => DefaultAction::Deny,
         Some("passthrough") => DefaultAction::Passthrough,
         Some(other) => {
-            p.push("default", format!("unknown value `{other}` (expected deny or passthrough)"));
+            p.push(
+                "default",
+                format!("unknown value `{other}` (expected deny or passthrough)"),
+            );
             DefaultAction::Deny
         }
     };
@@ -76,16 +91,33 @@ pub(super) fn validate(
     let (tls, upstream_roots) = tls(&mut p, raw.tls, base);
     let upstreams = upstreams(&mut p, &raw.upstreams);
     let vault = validate_credentials::vault(&mut p, raw.vault, base);
-    let credentials = validate_credentials::credentials(&mut p, raw.credentials, base, vault.is_some());
+    let credentials =
+        validate_credentials::credentials(&mut p, raw.credentials, base, vault.is_some());
     let routes = routes(&mut p, raw.routes, &credentials);
 
     let t = raw.timeouts;
     let t = t.as_ref();
     let timeouts = Timeouts {
-        connect: p.duration("timeouts.connect", t.and_then(|t| t.connect.as_deref()), Duration::from_secs(5)),
-        request_headers: p.duration("timeouts.request_headers", t.and_then(|t| t.request_headers.as_deref()), Duration::from_secs(10)),
-        upstream_response: p.duration("timeouts.upstream_response", t.and_then(|t| t.upstream_response.as_deref()), Duration::from_secs(60)),
-        idle: p.duration("timeouts.idle", t.and_then(|t| t.idle.as_deref()), Duration::from_secs(90)),
+        connect: p.duration(
+            "timeouts.connect",
+            t.and_then(|t| t.connect.as_deref()),
+            Duration::from_secs(5),
+        ),
+        request_headers: p.duration(
+            "timeouts.request_headers",
+            t.and_then(|t| t.request_headers.as_deref()),
+            Duration::from_secs(10),
+        ),
+        upstream_response: p.duration(
+            "timeouts.upstream_response",
+            t.and_then(|t| t.upstream_response.as_deref()),
+            Duration::from_secs(60),
+        ),
+        idle: p.duration(
+            "timeouts.idle",
+            t.and_then(|t| t.idle.as_deref()),
+            Duration::from_secs(90),
+        ),
     };
     let l = raw.limits.as_ref();
     let limits = Limits {
@@ -100,13 +132,32 @@ pub(super) fn validate(
     if limits.max_connections == 0 {
         p.push("limits.max_connections", "must be at least 1");
     }
-    let shutdown_grace = p.duration("shutdown_grace", raw.shutdown_grace.as_deref(), Duration::from_secs(20));
-    let audit_file = raw.audit.and_then(|a| a.file).map(|f| resolve_path(base, &f));
+    let shutdown_grace = p.duration(
+        "shutdown_grace",
+        raw.shutdown_grace.as_deref(),
+        Duration::from_secs(20),
+    );
+    let audit_file = raw
+        .audit
+        .and_then(|a| a.file)
+        .map(|f| resolve_path(base, &f));
     let mut egress_allow = Vec::new();
-    for (i, c) in raw.egress.map(|e| e.allow_cidrs).unwrap_or_default().iter().enumerate() {
-        match c.parse::<ipnet::IpNet>().or_else(|_| c.parse::<IpAddr>().map(ipnet::IpNet::from)) {
+    for (i, c) in raw
+        .egress
+        .map(|e| e.allow_cidrs)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        match c
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| c.parse::<IpAddr>().map(ipnet::IpNet::from))
+        {
             Ok(net) => egress_allow.push(net.trunc()),
-            Err(_) => p.push(format!("egress.allow_cidrs[{i}]"), format!("`{c}` is not a CIDR like 10.0.0.0/8")),
+            Err(_) => p.push(
+                format!("egress.allow_cidrs[{i}]"),
+                format!("`{c}` is not a CIDR like 10.0.0.0/8"),
+            ),
         }
     }
 
@@ -115,10 +166,10 @@ pub(super) fn validate(
         if let Some(g) = &r.gateway {
             intended_hosts.insert(g.host.clone());
         }
-        if let Some(HostPattern::Exact(h)) = &r.host {
-            if h.parse::<IpAddr>().is_ok() || h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() {
-                intended_hosts.insert(h.clone());
-            }
+        if let Some(HostPattern::Exact(h)) = &r.host
+            && (h.parse::<IpAddr>().is_ok() || h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok())
+        {
+            intended_hosts.insert(h.clone());
         }
     }
 
@@ -150,16 +201,26 @@ pub(super) fn validate(
 fn socket(p: &mut Problems, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
     let v = value.unwrap_or(default);
     v.parse().unwrap_or_else(|_| {
-        p.push(path, format!("`{v}` is not an address like 127.0.0.1:15080"));
+        p.push(
+            path,
+            format!("`{v}` is not an address like 127.0.0.1:15080"),
+        );
         SocketAddr::from(([127, 0, 0, 1], 0))
     })
 }
 
 fn identity(p: &mut Problems, raw: Option<RawIdentity>, base: &Path) -> IdentityConfig {
-    let raw = raw.unwrap_or(RawIdentity { header: None, mode: None, jwt: None });
+    let raw = raw.unwrap_or(RawIdentity {
+        header: None,
+        mode: None,
+        jwt: None,
+    });
     let header_text = raw.header.as_deref().unwrap_or("x-sidekey-user");
     let header = HeaderName::try_from(header_text.to_ascii_lowercase()).unwrap_or_else(|_| {
-        p.push("identity.header", format!("`{header_text}` is not a valid header name"));
+        p.push(
+            "identity.header",
+            format!("`{header_text}` is not a valid header name"),
+        );
         HeaderName::from_static("x-sidekey-user")
     });
     let mode = match (raw.mode.as_deref(), raw.jwt) {
@@ -169,21 +230,35 @@ fn identity(p: &mut Problems, raw: Option<RawIdentity>, base: &Path) -> Identity
             IdentityMode::Trusted
         }
         (Some("jwt"), None) => {
-            p.push("identity.jwt", "`mode: jwt` needs a `jwt:` block with jwks_url or jwks_file");
+            p.push(
+                "identity.jwt",
+                "`mode: jwt` needs a `jwt:` block with jwks_url or jwks_file",
+            );
             IdentityMode::Trusted
         }
         (Some("jwt"), Some(j)) => {
             if j.jwks_url.is_none() && j.jwks_file.is_none() {
                 p.push("identity.jwt", "needs `jwks_url` or `jwks_file`");
             }
-            const KNOWN: [&str; 7] = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"];
-            let algorithms = j.algorithms.unwrap_or_else(|| vec!["RS256".into(), "ES256".into(), "EdDSA".into()]);
+            const KNOWN: [&str; 7] = [
+                "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA",
+            ];
+            let algorithms = j
+                .algorithms
+                .unwrap_or_else(|| vec!["RS256".into(), "ES256".into(), "EdDSA".into()]);
             for (i, a) in algorithms.iter().enumerate() {
                 if !KNOWN.contains(&a.as_str()) {
-                    p.push(format!("identity.jwt.algorithms[{i}]"), format!("`{a}` is not allowed (allowed: {})", KNOWN.join(", ")));
+                    p.push(
+                        format!("identity.jwt.algorithms[{i}]"),
+                        format!("`{a}` is not allowed (allowed: {})", KNOWN.join(", ")),
+                    );
                 }
             }
-            let refresh_interval = p.duration("identity.jwt.refresh_interval", j.refresh_interval.as_deref(), Duration::from_secs(60));
+            let refresh_interval = p.duration(
+                "identity.jwt.refresh_interval",
+                j.refresh_interval.as_deref(),
+                Duration::from_secs(60),
+            );
             IdentityMode::Jwt(JwtConfig {
                 jwks_url: j.jwks_url,
                 jwks_file: j.jwks_file.map(|f| resolve_path(base, &f)),
@@ -197,7 +272,10 @@ fn identity(p: &mut Problems, raw: Option<RawIdentity>, base: &Path) -> Identity
             })
         }
         (Some(other), _) => {
-            p.push("identity.mode", format!("unknown mode `{other}` (expected trusted or jwt)"));
+            p.push(
+                "identity.mode",
+                format!("unknown mode `{other}` (expected trusted or jwt)"),
+            );
             IdentityMode::Trusted
         }
     };
@@ -206,15 +284,29 @@ fn identity(p: &mut Problems, raw: Option<RawIdentity>, base: &Path) -> Identity
 
 fn tls(p: &mut Problems, raw: Option<RawTls>, base: &Path) -> (Option<TlsConfig>, Roots) {
     let Some(raw) = raw else {
-        return (None, Roots { system: true, bundles: vec![] });
+        return (
+            None,
+            Roots {
+                system: true,
+                bundles: vec![],
+            },
+        );
     };
     let roots = match raw.upstream_roots {
-        None => Roots { system: true, bundles: vec![] },
-        Some(RawRoots::One(s)) => roots_from(p, base, std::slice::from_ref(&s), "tls.upstream_roots"),
+        None => Roots {
+            system: true,
+            bundles: vec![],
+        },
+        Some(RawRoots::One(s)) => {
+            roots_from(p, base, std::slice::from_ref(&s), "tls.upstream_roots")
+        }
         Some(RawRoots::Many(v)) => roots_from(p, base, &v, "tls.upstream_roots"),
     };
     let ca = match (raw.ca_cert, raw.ca_key) {
-        (Some(c), Some(k)) => Some(TlsConfig { ca_cert: resolve_path(base, &c), ca_key: resolve_path(base, &k) }),
+        (Some(c), Some(k)) => Some(TlsConfig {
+            ca_cert: resolve_path(base, &c),
+            ca_key: resolve_path(base, &k),
+        }),
         (None, None) => None,
         (Some(_), None) => {
             p.push("tls.ca_key", "missing: `ca_cert` needs its `ca_key`");
@@ -225,10 +317,10 @@ fn tls(p: &mut Problems, raw: Option<RawTls>, base: &Path) -> (Option<TlsConfig>
             None
         }
     };
-    if let Some(ca) = &ca {
-        if let Err(e) = crate::tls::CertificateAuthority::load(&ca.ca_cert, &ca.ca_key) {
-            p.push(e.field(), e.to_string());
-        }
+    if let Some(ca) = &ca
+        && let Err(e) = crate::tls::CertificateAuthority::load(&ca.ca_cert, &ca.ca_key)
+    {
+        p.push(e.field(), e.to_string());
     }
     (ca, roots)
 }
@@ -242,7 +334,14 @@ fn roots_from(p: &mut Problems, base: &Path, items: &[String], path: &str) -> Ro
         }
         let file = resolve_path(base, item);
         if !file.is_file() {
-            p.push(if items.len() == 1 { path.to_string() } else { format!("{path}[{i}]") }, format!("cannot read PEM bundle {}", file.display()));
+            p.push(
+                if items.len() == 1 {
+                    path.to_string()
+                } else {
+                    format!("{path}[{i}]")
+                },
+                format!("cannot read PEM bundle {}", file.display()),
+            );
         }
         roots.bundles.push(file);
     }
@@ -254,7 +353,10 @@ fn upstreams(p: &mut Problems, raw: &BTreeMap<String, String>) -> HashMap<String
     for (host, addr) in raw {
         let path = format!("upstreams.{host}");
         if host.contains([':', '/', '*']) || host.is_empty() {
-            p.push(&path, "key must be a bare host name (no port, scheme or wildcard)");
+            p.push(
+                &path,
+                "key must be a bare host name (no port, scheme or wildcard)",
+            );
         }
         match addr.parse::<SocketAddr>() {
             Ok(a) => {
@@ -266,14 +368,21 @@ fn upstreams(p: &mut Problems, raw: &BTreeMap<String, String>) -> HashMap<String
     out
 }
 
-fn routes(p: &mut Problems, raw: Vec<RawRoute>, creds: &BTreeMap<String, Arc<CredentialSpec>>) -> Vec<RouteSpec> {
+fn routes(
+    p: &mut Problems,
+    raw: Vec<RawRoute>,
+    creds: &BTreeMap<String, Arc<CredentialSpec>>,
+) -> Vec<RouteSpec> {
     let mut out = Vec::with_capacity(raw.len());
     let mut names = HashSet::new();
     for (i, r) in raw.into_iter().enumerate() {
         let at = format!("routes[{i}]");
         let name = r.name.clone().unwrap_or_else(|| format!("route-{i}"));
         if !names.insert(name.clone()) {
-            p.push(format!("{at}.name"), format!("duplicate route name `{name}`"));
+            p.push(
+                format!("{at}.name"),
+                format!("duplicate route name `{name}`"),
+            );
         }
         let action = match r.auth.as_str() {
             "claw" => Action::Claw,
@@ -281,47 +390,103 @@ fn routes(p: &mut Problems, raw: Vec<RawRoute>, creds: &BTreeMap<String, Arc<Cre
             "deny" => Action::Deny,
             "passthrough" => Action::Passthrough,
             other => {
-                p.push(format!("{at}.auth"), format!("unknown auth `{other}` (expected claw, assistant, deny or passthrough)"));
+                p.push(
+                    format!("{at}.auth"),
+                    format!(
+                        "unknown auth `{other}` (expected claw, assistant, deny or passthrough)"
+                    ),
+                );
                 Action::Deny
             }
         };
         let (mut host, mut path, mut methods) = (None, None, None);
         if let Some(m) = &r.matcher {
             host = m.host.as_deref().and_then(|h| {
-                HostPattern::parse(h).map_err(|e| p.push(format!("{at}.match.host"), e)).ok()
+                HostPattern::parse(h)
+                    .map_err(|e| p.push(format!("{at}.match.host"), e))
+                    .ok()
             });
             path = m.path.as_deref().and_then(|g| {
-                PathGlob::parse(g).map_err(|e| p.push(format!("{at}.match.path"), e)).ok()
+                PathGlob::parse(g)
+                    .map_err(|e| p.push(format!("{at}.match.path"), e))
+                    .ok()
             });
             methods = m.methods.as_ref().map(|ms| {
-                ms.iter().enumerate().filter_map(|(j, s)| {
-                    Method::from_bytes(s.to_ascii_uppercase().as_bytes())
-                        .map_err(|_| p.push(format!("{at}.match.methods[{j}]"), format!("`{s}` is not an HTTP method")))
-                        .ok()
-                }).collect()
+                ms.iter()
+                    .enumerate()
+                    .filter_map(|(j, s)| {
+                        Method::from_bytes(s.to_ascii_uppercase().as_bytes())
+                            .map_err(|_| {
+                                p.push(
+                                    format!("{at}.match.methods[{j}]"),
+                                    format!("`{s}` is not an HTTP method"),
+                                )
+                            })
+                            .ok()
+                    })
+                    .collect()
             });
         }
         let gateway = r.gateway.as_ref().and_then(|g| gateway(p, &at, g));
         match (&r.matcher, &r.gateway) {
             (None, None) => p.push(&at, "needs `match` or `gateway`"),
-            (Some(m), Some(_)) if m.host.is_some() => p.push(format!("{at}.match.host"), "a gateway route takes its host from `gateway.upstream`"),
+            (Some(m), Some(_)) if m.host.is_some() => p.push(
+                format!("{at}.match.host"),
+                "a gateway route takes its host from `gateway.upstream`",
+            ),
             _ => {}
         }
         let credential = credential_ref(p, &at, &r, action, creds);
-        let inject = r.inject.as_ref().and_then(|i| parse_inject(p, &format!("{at}.inject"), i));
-        let set_headers = r.set_headers.iter().flatten().filter_map(|(k, v)| {
-            let name = HeaderName::try_from(k.to_ascii_lowercase()).map_err(|_| p.push(format!("{at}.set_headers.{k}"), "not a valid header name")).ok()?;
-            let value = HeaderValue::try_from(v.as_str()).map_err(|_| p.push(format!("{at}.set_headers.{k}"), "not a valid header value")).ok()?;
-            Some((name, value))
-        }).collect();
-        let keep_client_headers = r.keep_client_headers.iter().flatten().enumerate().filter_map(|(j, k)| {
-            HeaderName::try_from(k.to_ascii_lowercase()).map_err(|_| p.push(format!("{at}.keep_client_headers[{j}]"), "not a valid header name")).ok()
-        }).collect();
-        let allow = r.allow.map(|a| Allow { users: a.users.unwrap_or_default(), groups: a.groups.unwrap_or_default() });
+        let inject = r
+            .inject
+            .as_ref()
+            .and_then(|i| parse_inject(p, &format!("{at}.inject"), i));
+        let set_headers = r
+            .set_headers
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                let name = HeaderName::try_from(k.to_ascii_lowercase())
+                    .map_err(|_| p.push(format!("{at}.set_headers.{k}"), "not a valid header name"))
+                    .ok()?;
+                let value = HeaderValue::try_from(v.as_str())
+                    .map_err(|_| {
+                        p.push(format!("{at}.set_headers.{k}"), "not a valid header value")
+                    })
+                    .ok()?;
+                Some((name, value))
+            })
+            .collect();
+        let keep_client_headers = r
+            .keep_client_headers
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(j, k)| {
+                HeaderName::try_from(k.to_ascii_lowercase())
+                    .map_err(|_| {
+                        p.push(
+                            format!("{at}.keep_client_headers[{j}]"),
+                            "not a valid header name",
+                        )
+                    })
+                    .ok()
+            })
+            .collect();
+        let allow = r.allow.map(|a| Allow {
+            users: a.users.unwrap_or_default(),
+            groups: a.groups.unwrap_or_default(),
+        });
         if matches!(action, Action::Deny | Action::Passthrough) {
-            for (key, set) in [("inject", r.inject.is_some()), ("connect_url", r.connect_url.is_some())] {
+            for (key, set) in [
+                ("inject", r.inject.is_some()),
+                ("connect_url", r.connect_url.is_some()),
+            ] {
                 if set {
-                    p.push(format!("{at}.{key}"), format!("has no effect on an `auth: {}` route", r.auth));
+                    p.push(
+                        format!("{at}.{key}"),
+                        format!("has no effect on an `auth: {}` route", r.auth),
+                    );
                 }
             }
         }
@@ -353,17 +518,33 @@ fn credential_ref(
     let needs = matches!(action, Action::Claw | Action::Assistant);
     let Some(name) = &r.credential else {
         if needs {
-            p.push(format!("{at}.credential"), format!("missing: an `auth: {}` route needs a credential", r.auth));
+            p.push(
+                format!("{at}.credential"),
+                format!("missing: an `auth: {}` route needs a credential", r.auth),
+            );
         }
         return None;
     };
     if !needs {
-        p.push(format!("{at}.credential"), format!("an `auth: {}` route takes no credential", r.auth));
+        p.push(
+            format!("{at}.credential"),
+            format!("an `auth: {}` route takes no credential", r.auth),
+        );
         return None;
     }
     let Some(spec) = creds.get(name) else {
         let known: Vec<&str> = creds.keys().map(String::as_str).collect();
-        p.push(format!("{at}.credential"), format!("unknown credential \"{name}\" (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") }));
+        p.push(
+            format!("{at}.credential"),
+            format!(
+                "unknown credential \"{name}\" (known: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
         return None;
     };
     match (action, spec.per_user()) {
@@ -377,31 +558,49 @@ fn credential_ref(
 fn gateway(p: &mut Problems, at: &str, g: &RawGateway) -> Option<Gateway> {
     let prefix = g.prefix.trim_end_matches('/');
     if !g.prefix.starts_with('/') || prefix.is_empty() || prefix.contains(['*', '?', '%']) {
-        p.push(format!("{at}.gateway.prefix"), format!("`{}` must be a literal path like /slack", g.prefix));
+        p.push(
+            format!("{at}.gateway.prefix"),
+            format!("`{}` must be a literal path like /slack", g.prefix),
+        );
         return None;
     }
     let uri: http::Uri = match g.upstream.parse() {
         Ok(u) => u,
         Err(_) => {
-            p.push(format!("{at}.gateway.upstream"), format!("`{}` is not a URL", g.upstream));
+            p.push(
+                format!("{at}.gateway.upstream"),
+                format!("`{}` is not a URL", g.upstream),
+            );
             return None;
         }
     };
     let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
-        p.push(format!("{at}.gateway.upstream"), "must be an absolute http:// or https:// URL");
+        p.push(
+            format!("{at}.gateway.upstream"),
+            "must be an absolute http:// or https:// URL",
+        );
         return None;
     };
     if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-        p.push(format!("{at}.gateway.upstream"), "scheme must be http or https");
+        p.push(
+            format!("{at}.gateway.upstream"),
+            "scheme must be http or https",
+        );
         return None;
     }
     if uri.query().is_some() || authority.as_str().contains('@') {
-        p.push(format!("{at}.gateway.upstream"), "must not carry a query or user info");
+        p.push(
+            format!("{at}.gateway.upstream"),
+            "must not carry a query or user info",
+        );
         return None;
     }
     Some(Gateway {
         prefix: prefix.to_string(),
-        host: authority.host().trim_matches(['[', ']']).to_ascii_lowercase(),
+        host: authority
+            .host()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase(),
         scheme,
         authority,
         base_path: uri.path().trim_end_matches('/').to_string(),
@@ -410,7 +609,11 @@ fn gateway(p: &mut Problems, at: &str, g: &RawGateway) -> Option<Gateway> {
 
 /// `inject:` as on routes and credentials.
 pub(super) fn parse_inject(p: &mut Problems, at: &str, raw: &RawInject) -> Option<Inject> {
-    let forms = [raw.header.is_some(), raw.basic.is_some(), raw.query.is_some()];
+    let forms = [
+        raw.header.is_some(),
+        raw.basic.is_some(),
+        raw.query.is_some(),
+    ];
     if forms.iter().filter(|f| **f).count() != 1 {
         p.push(at, "needs exactly one of `header`, `basic` or `query`");
         return None;
@@ -420,30 +623,49 @@ pub(super) fn parse_inject(p: &mut Problems, at: &str, raw: &RawInject) -> Optio
     }
     if let Some(h) = &raw.header {
         let Ok(name) = HeaderName::try_from(h.to_ascii_lowercase()) else {
-            p.push(format!("{at}.header"), format!("`{h}` is not a valid header name"));
+            p.push(
+                format!("{at}.header"),
+                format!("`{h}` is not a valid header name"),
+            );
             return None;
         };
-        let default = if name == http::header::AUTHORIZATION { "Bearer {token}" } else { "{token}" };
+        let default = if name == http::header::AUTHORIZATION {
+            "Bearer {token}"
+        } else {
+            "{token}"
+        };
         let format = raw.format.as_deref().unwrap_or(default);
         let Some((prefix, suffix)) = format.split_once("{token}") else {
             p.push(format!("{at}.format"), "must contain `{token}`");
             return None;
         };
         if suffix.contains("{token}") || HeaderValue::try_from(format).is_err() {
-            p.push(format!("{at}.format"), "must contain `{token}` once and be a valid header value");
+            p.push(
+                format!("{at}.format"),
+                "must contain `{token}` once and be a valid header value",
+            );
             return None;
         }
-        return Some(Inject::Header { name, prefix: prefix.into(), suffix: suffix.into() });
+        return Some(Inject::Header {
+            name,
+            prefix: prefix.into(),
+            suffix: suffix.into(),
+        });
     }
     if let Some(b) = &raw.basic {
         if b.username.as_deref().is_some_and(|u| u.contains(':')) {
             p.push(format!("{at}.basic.username"), "must not contain `:`");
         }
-        return Some(Inject::Basic { username: b.username.clone() });
+        return Some(Inject::Basic {
+            username: b.username.clone(),
+        });
     }
     let param = raw.query.clone().unwrap_or_default();
     if param.is_empty() || param.contains(['&', '=', '#', ' ']) {
-        p.push(format!("{at}.query"), "must be a plain query parameter name");
+        p.push(
+            format!("{at}.query"),
+            "must be a plain query parameter name",
+        );
         return None;
     }
     Some(Inject::Query { param })

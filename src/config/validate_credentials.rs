@@ -7,26 +7,40 @@ use std::time::Duration;
 
 use super::raw::{RawCredential, RawSecretRef, RawVault};
 use super::validate::{Problems, parse_inject, resolve_path};
-use super::{ClientAuth, CredentialSpec, OAuthClient, SecretRef, SourceSpec, VaultAuth, VaultConfig};
+use super::{
+    ClientAuth, CredentialSpec, OAuthClient, SecretRef, SourceSpec, VaultAuth, VaultConfig,
+};
 
 pub(super) fn vault(p: &mut Problems, raw: Option<RawVault>, base: &Path) -> Option<VaultConfig> {
     let raw = raw?;
     if !(raw.address.starts_with("http://") || raw.address.starts_with("https://")) {
-        p.push("vault.address", format!("`{}` must be an http:// or https:// URL", raw.address));
+        p.push(
+            "vault.address",
+            format!("`{}` must be an http:// or https:// URL", raw.address),
+        );
     }
     let a = raw.auth;
     let need = |p: &mut Problems, key: &str, v: Option<String>| {
         v.unwrap_or_else(|| {
-            p.push(format!("vault.auth.{key}"), format!("missing: needed by `method: {}`", a.method));
+            p.push(
+                format!("vault.auth.{key}"),
+                format!("missing: needed by `method: {}`", a.method),
+            );
             String::new()
         })
     };
     let auth = match a.method.as_str() {
         "token" => {
             if a.token_env.is_none() && a.token_file.is_none() {
-                p.push("vault.auth", "`method: token` needs `token_env` or `token_file`");
+                p.push(
+                    "vault.auth",
+                    "`method: token` needs `token_env` or `token_file`",
+                );
             }
-            VaultAuth::Token { env: a.token_env.clone(), file: a.token_file.as_deref().map(|f| resolve_path(base, f)) }
+            VaultAuth::Token {
+                env: a.token_env.clone(),
+                file: a.token_file.as_deref().map(|f| resolve_path(base, f)),
+            }
         }
         "approle" => VaultAuth::AppRole {
             mount: a.mount.clone().unwrap_or_else(|| "approle".into()),
@@ -36,19 +50,36 @@ pub(super) fn vault(p: &mut Problems, raw: Option<RawVault>, base: &Path) -> Opt
         "kubernetes" => VaultAuth::Kubernetes {
             mount: a.mount.clone().unwrap_or_else(|| "kubernetes".into()),
             role: need(p, "role", a.role.clone()),
-            jwt_file: a.jwt_file.as_deref().map(|f| resolve_path(base, f))
+            jwt_file: a
+                .jwt_file
+                .as_deref()
+                .map(|f| resolve_path(base, f))
                 .unwrap_or_else(|| "/var/run/secrets/kubernetes.io/serviceaccount/token".into()),
         },
         other => {
-            p.push("vault.auth.method", format!("unknown method `{other}` (expected token, approle or kubernetes)"));
-            VaultAuth::Token { env: None, file: None }
+            p.push(
+                "vault.auth.method",
+                format!("unknown method `{other}` (expected token, approle or kubernetes)"),
+            );
+            VaultAuth::Token {
+                env: None,
+                file: None,
+            }
         }
     };
-    let timeout = p.duration("vault.timeout", raw.timeout.as_deref(), Duration::from_secs(5));
+    let timeout = p.duration(
+        "vault.timeout",
+        raw.timeout.as_deref(),
+        Duration::from_secs(5),
+    );
     Some(VaultConfig {
         address: raw.address.trim_end_matches('/').to_string(),
         auth,
-        kv_mount: raw.kv_mount.unwrap_or_else(|| "secret".into()).trim_matches('/').to_string(),
+        kv_mount: raw
+            .kv_mount
+            .unwrap_or_else(|| "secret".into())
+            .trim_matches('/')
+            .to_string(),
         ca_cert: raw.ca_cert.map(|c| resolve_path(base, &c)),
         namespace: raw.namespace,
         timeout,
@@ -71,7 +102,14 @@ pub(super) fn credentials(
     out
 }
 
-fn credential(p: &mut Problems, at: &str, name: &str, c: RawCredential, base: &Path, have_vault: bool) -> Option<CredentialSpec> {
+fn credential(
+    p: &mut Problems,
+    at: &str,
+    name: &str,
+    c: RawCredential,
+    base: &Path,
+    have_vault: bool,
+) -> Option<CredentialSpec> {
     // Keys each source may carry besides the common ones (inject, connect_url, cache_ttl).
     let present: [(&str, bool); 9] = [
         ("env", c.env.is_some()),
@@ -96,37 +134,83 @@ fn credential(p: &mut Problems, at: &str, name: &str, c: RawCredential, base: &P
     };
     for (key, set) in present {
         if set && !allowed.contains(&key) {
-            p.push(format!("{at}.{key}"), format!("not used by `source: {}`", c.source));
+            p.push(
+                format!("{at}.{key}"),
+                format!("not used by `source: {}`", c.source),
+            );
         }
     }
     if c.client_auth.is_some() && c.source != "oauth_client_credentials" {
-        p.push(format!("{at}.client_auth"), format!("not used by `source: {}`", c.source));
+        p.push(
+            format!("{at}.client_auth"),
+            format!("not used by `source: {}`", c.source),
+        );
     }
-    let missing = |p: &mut Problems, key: &str| p.push(format!("{at}.{key}"), format!("missing: needed by `source: {}`", c.source));
+    let missing = |p: &mut Problems, key: &str| {
+        p.push(
+            format!("{at}.{key}"),
+            format!("missing: needed by `source: {}`", c.source),
+        )
+    };
     let source = match c.source.as_str() {
         "env" => {
-            let Some(var) = c.env else { missing(p, "env"); return None };
+            let Some(var) = c.env else {
+                missing(p, "env");
+                return None;
+            };
             if var.contains("{user}") {
-                p.push(format!("{at}.env"), "an environment variable cannot be per-user");
+                p.push(
+                    format!("{at}.env"),
+                    "an environment variable cannot be per-user",
+                );
             }
             SourceSpec::Env { var }
         }
         "file" => {
-            let Some(f) = c.file else { missing(p, "file"); return None };
-            SourceSpec::File { template: resolve_path(base, &f) }
+            let Some(f) = c.file else {
+                missing(p, "file");
+                return None;
+            };
+            SourceSpec::File {
+                template: resolve_path(base, &f),
+            }
         }
         "vault" => {
             if !have_vault {
-                p.push(format!("{at}.source"), "`source: vault` needs a top-level `vault:` block");
+                p.push(
+                    format!("{at}.source"),
+                    "`source: vault` needs a top-level `vault:` block",
+                );
             }
-            let Some(path) = c.path else { missing(p, "path"); return None };
+            let Some(path) = c.path else {
+                missing(p, "path");
+                return None;
+            };
             check_template(p, &format!("{at}.path"), &path);
             let refresh = c.refresh.map(|r| OAuthClient {
                 token_url: r.token_url,
-                client_id: secret_ref(p, &format!("{at}.refresh.client_id"), &r.client_id, base, have_vault),
-                client_secret: r.client_secret.as_ref().map(|s| secret_ref(p, &format!("{at}.refresh.client_secret"), s, base, have_vault)),
+                client_id: secret_ref(
+                    p,
+                    &format!("{at}.refresh.client_id"),
+                    &r.client_id,
+                    base,
+                    have_vault,
+                ),
+                client_secret: r.client_secret.as_ref().map(|s| {
+                    secret_ref(
+                        p,
+                        &format!("{at}.refresh.client_secret"),
+                        s,
+                        base,
+                        have_vault,
+                    )
+                }),
                 scopes: vec![],
-                client_auth: client_auth(p, &format!("{at}.refresh.client_auth"), r.client_auth.as_deref()),
+                client_auth: client_auth(
+                    p,
+                    &format!("{at}.refresh.client_auth"),
+                    r.client_auth.as_deref(),
+                ),
             });
             if let Some(r) = &refresh {
                 check_url(p, &format!("{at}.refresh.token_url"), &r.token_url);
@@ -134,11 +218,20 @@ fn credential(p: &mut Problems, at: &str, name: &str, c: RawCredential, base: &P
             SourceSpec::Vault { path, refresh }
         }
         _ => {
-            let Some(token_url) = c.token_url else { missing(p, "token_url"); return None };
+            let Some(token_url) = c.token_url else {
+                missing(p, "token_url");
+                return None;
+            };
             check_url(p, &format!("{at}.token_url"), &token_url);
-            let Some(id) = c.client_id else { missing(p, "client_id"); return None };
+            let Some(id) = c.client_id else {
+                missing(p, "client_id");
+                return None;
+            };
             let client_id = secret_ref(p, &format!("{at}.client_id"), &id, base, have_vault);
-            let client_secret = c.client_secret.as_ref().map(|s| secret_ref(p, &format!("{at}.client_secret"), s, base, have_vault));
+            let client_secret = c
+                .client_secret
+                .as_ref()
+                .map(|s| secret_ref(p, &format!("{at}.client_secret"), s, base, have_vault));
             if client_secret.is_none() {
                 missing(p, "client_secret");
             }
@@ -151,12 +244,25 @@ fn credential(p: &mut Problems, at: &str, name: &str, c: RawCredential, base: &P
             })
         }
     };
-    let inject = c.inject.as_ref().and_then(|i| parse_inject(p, &format!("{at}.inject"), i));
-    let cache_ttl = p.duration(&format!("{at}.cache_ttl"), c.cache_ttl.as_deref(), Duration::from_secs(300));
+    let inject = c
+        .inject
+        .as_ref()
+        .and_then(|i| parse_inject(p, &format!("{at}.inject"), i));
+    let cache_ttl = p.duration(
+        &format!("{at}.cache_ttl"),
+        c.cache_ttl.as_deref(),
+        Duration::from_secs(300),
+    );
     if let Some(u) = &c.connect_url {
         check_url(p, &format!("{at}.connect_url"), u);
     }
-    Some(CredentialSpec { name: Arc::from(name), source, inject, connect_url: c.connect_url, cache_ttl })
+    Some(CredentialSpec {
+        name: Arc::from(name),
+        source,
+        inject,
+        connect_url: c.connect_url,
+        cache_ttl,
+    })
 }
 
 fn check_template(p: &mut Problems, at: &str, t: &str) {
@@ -167,7 +273,9 @@ fn check_template(p: &mut Problems, at: &str, t: &str) {
 }
 
 fn check_url(p: &mut Problems, at: &str, u: &str) {
-    if !(u.starts_with("http://") || u.starts_with("https://")) || u.parse::<http::Uri>().is_err() && !u.contains("{user}") {
+    if !(u.starts_with("http://") || u.starts_with("https://"))
+        || u.parse::<http::Uri>().is_err() && !u.contains("{user}")
+    {
         p.push(at, format!("`{u}` is not an http(s) URL"));
     }
 }
@@ -177,14 +285,26 @@ fn client_auth(p: &mut Problems, at: &str, v: Option<&str>) -> ClientAuth {
         None | Some("basic") => ClientAuth::Basic,
         Some("body") => ClientAuth::Body,
         Some(other) => {
-            p.push(at, format!("unknown client_auth `{other}` (expected basic or body)"));
+            p.push(
+                at,
+                format!("unknown client_auth `{other}` (expected basic or body)"),
+            );
             ClientAuth::Basic
         }
     }
 }
 
-fn secret_ref(p: &mut Problems, at: &str, r: &RawSecretRef, base: &Path, have_vault: bool) -> SecretRef {
-    let n = [r.env.is_some(), r.file.is_some(), r.vault.is_some()].iter().filter(|b| **b).count();
+fn secret_ref(
+    p: &mut Problems,
+    at: &str,
+    r: &RawSecretRef,
+    base: &Path,
+    have_vault: bool,
+) -> SecretRef {
+    let n = [r.env.is_some(), r.file.is_some(), r.vault.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
     if n != 1 {
         p.push(at, "needs exactly one of `env`, `file` or `vault`");
     }
@@ -202,10 +322,16 @@ fn secret_ref(p: &mut Problems, at: &str, r: &RawSecretRef, base: &Path, have_va
             p.push(format!("{at}.vault"), "needs a top-level `vault:` block");
         }
         let Some(field) = r.field.clone() else {
-            p.push(format!("{at}.field"), "missing: a vault reference names its `field`");
+            p.push(
+                format!("{at}.field"),
+                "missing: a vault reference names its `field`",
+            );
             return SecretRef::Env(String::new());
         };
-        return SecretRef::Vault { path: v.clone(), field };
+        return SecretRef::Vault {
+            path: v.clone(),
+            field,
+        };
     }
     SecretRef::Env(String::new())
 }

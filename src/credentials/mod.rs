@@ -52,7 +52,12 @@ struct Entry {
 struct EntryExpiry;
 
 impl Expiry<Key, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _k: &Key, v: &Entry, _now: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &Key,
+        v: &Entry,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
         Some(v.ttl)
     }
 }
@@ -72,10 +77,18 @@ impl CredentialStore {
     }
 
     /// The token for `spec` (and `user`, for per-user credentials).
-    pub async fn get(&self, spec: &Arc<CredentialSpec>, user: Option<&str>) -> Result<Arc<Token>, CredError> {
+    pub async fn get(
+        &self,
+        spec: &Arc<CredentialSpec>,
+        user: Option<&str>,
+    ) -> Result<Arc<Token>, CredError> {
         let key = Key {
             credential: spec.name.clone(),
-            user: if spec.per_user() { user.map(Arc::from) } else { None },
+            user: if spec.per_user() {
+                user.map(Arc::from)
+            } else {
+                None
+            },
         };
         let result = self
             .cache
@@ -87,7 +100,8 @@ impl CredentialStore {
             Ok(_) => "hit",
             Err(_) => "error",
         };
-        self.metrics.credential_lookup(&spec.name, spec.source_name(), label);
+        self.metrics
+            .credential_lookup(&spec.name, spec.source_name(), label);
         result
             .map(|e| e.into_value().token)
             .map_err(|e| (*e).clone())
@@ -97,7 +111,11 @@ impl CredentialStore {
     pub async fn invalidate(&self, spec: &CredentialSpec, user: Option<&str>) {
         let key = Key {
             credential: spec.name.clone(),
-            user: if spec.per_user() { user.map(Arc::from) } else { None },
+            user: if spec.per_user() {
+                user.map(Arc::from)
+            } else {
+                None
+            },
         };
         self.cache.invalidate(&key).await;
     }
@@ -118,6 +136,9 @@ impl CredentialStore {
             Some(left) if left <= EXPIRY_MARGIN => return Err(CredError::Expired),
             Some(left) => left - EXPIRY_MARGIN,
         };
-        Ok(Entry { token: Arc::new(token), ttl })
+        Ok(Entry {
+            token: Arc::new(token),
+            ttl,
+        })
     }
 }

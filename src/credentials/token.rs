@@ -51,9 +51,10 @@ impl Token {
             Some(v) => Some(parse_expiry(v).ok_or("`expires_at` is not RFC 3339 or unix seconds")?),
         };
         let scopes = match map.get("scopes") {
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|s| s.as_str().map(String::from)).collect()
-            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect(),
             Some(serde_json::Value::String(s)) => s.split_whitespace().map(String::from).collect(),
             _ => Vec::new(),
         };
@@ -74,7 +75,11 @@ pub fn parse_expiry(v: &serde_json::Value) -> Option<SystemTime> {
         serde_json::Value::String(s) => match s.trim().parse::<f64>() {
             Ok(n) => n,
             Err(_) => {
-                let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()?;
+                let t = time::OffsetDateTime::parse(
+                    s.trim(),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()?;
                 t.unix_timestamp() as f64
             }
         },
@@ -88,10 +93,16 @@ pub fn parse_expiry(v: &serde_json::Value) -> Option<SystemTime> {
 
 /// RFC 3339 text for a time (for write-back).
 pub fn format_expiry(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     time::OffsetDateTime::from_unix_timestamp(secs as i64)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| secs.to_string())
 }
 
@@ -103,16 +114,24 @@ mod tests {
     #[test]
     fn reads_the_secret_map() {
         let m = serde_json::json!({
-            "access_token": "tok", "refresh_token": "r",
+            "access_token": "s3cr3t-access", "refresh_token": "s3cr3t-refresh",
             "expires_at": "2030-01-01T00:00:00Z", "scopes": "a b"
         });
         let t = Token::from_map(m.as_object().unwrap()).unwrap();
-        assert_eq!(t.access_token.expose_secret(), "tok");
+        assert_eq!(t.access_token.expose_secret(), "s3cr3t-access");
         assert_eq!(t.scopes, vec!["a", "b"]);
-        assert_eq!(t.expires_at, Some(UNIX_EPOCH + Duration::from_secs(1_893_456_000)));
+        assert_eq!(
+            t.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_893_456_000))
+        );
         let unix = serde_json::json!({"access_token": "x", "expires_at": 1_893_456_000});
-        assert_eq!(Token::from_map(unix.as_object().unwrap()).unwrap().expires_at, t.expires_at);
+        assert_eq!(
+            Token::from_map(unix.as_object().unwrap())
+                .unwrap()
+                .expires_at,
+            t.expires_at
+        );
         assert!(Token::from_map(serde_json::json!({"token": "x"}).as_object().unwrap()).is_err());
-        assert!(!format!("{t:?}").contains("tok"));
+        assert!(!format!("{t:?}").contains("s3cr3t"));
     }
 }

@@ -18,6 +18,8 @@ impl JwtVerifier {
     }
 
     pub async fn verify(&self, _token: &str) -> Result<Identity, ProxyError> {
-        Err(ProxyError::IdentityInvalid("jwt verification unavailable".into()))
+        Err(ProxyError::IdentityInvalid(
+            "jwt verification unavailable".into(),
+        ))
     }
 }

@@ -109,7 +109,9 @@ pub fn valid_user(user: &str) -> Result<&str, ProxyError> {
         )));
     }
     if user.chars().any(char::is_control) {
-        return Err(ProxyError::BadRequest("user id has control characters".into()));
+        return Err(ProxyError::BadRequest(
+            "user id has control characters".into(),
+        ));
     }
     Ok(user)
 }

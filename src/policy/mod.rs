@@ -57,8 +57,12 @@ impl RouteTable {
         for (i, r) in routes.iter().enumerate() {
             match (&r.gateway, &r.host) {
                 (Some(_), _) => t.gateways.push(i),
-                (None, Some(HostPattern::Exact(h))) => t.exact.entry(h.clone()).or_default().push(i),
-                (None, Some(HostPattern::Wildcard(s))) => t.wildcard.entry(s.clone()).or_default().push(i),
+                (None, Some(HostPattern::Exact(h))) => {
+                    t.exact.entry(h.clone()).or_default().push(i)
+                }
+                (None, Some(HostPattern::Wildcard(s))) => {
+                    t.wildcard.entry(s.clone()).or_default().push(i)
+                }
                 (None, None) => t.any_host.push(i),
             }
         }
@@ -89,11 +93,17 @@ impl RouteTable {
 
     /// The first gateway route whose prefix covers `path`, with the remainder below
     /// the prefix (always starting with `/`).
-    pub fn decide_gateway<'p>(&self, path: &'p str, method: &Method) -> Option<(&Arc<RouteSpec>, &'p str)> {
+    pub fn decide_gateway<'p>(
+        &self,
+        path: &'p str,
+        method: &Method,
+    ) -> Option<(&Arc<RouteSpec>, &'p str)> {
         for &i in &self.gateways {
             let r = &self.routes[i];
             let Some(g) = &r.gateway else { continue };
-            let Some(rest) = path.strip_prefix(g.prefix.as_str()) else { continue };
+            let Some(rest) = path.strip_prefix(g.prefix.as_str()) else {
+                continue;
+            };
             let rest = match rest {
                 "" => "/",
                 r if r.starts_with('/') => r,
@@ -110,7 +120,11 @@ impl RouteTable {
     pub fn connect_plan(&self, host: &str, default: DefaultAction) -> ConnectPlan {
         let (mut deny, mut pass, mut other) = (false, false, false);
         let mut covered = false;
-        let mut all: Vec<usize> = self.candidates(host).iter().flat_map(|l| l.iter().copied()).collect();
+        let mut all: Vec<usize> = self
+            .candidates(host)
+            .iter()
+            .flat_map(|l| l.iter().copied())
+            .collect();
         all.sort_unstable();
         for idx in all {
             let r = &self.routes[idx];

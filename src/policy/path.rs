@@ -43,7 +43,10 @@ pub fn match_form(normalized: &str) -> std::borrow::Cow<'_, str> {
     if !normalized.contains(';') {
         return normalized.into();
     }
-    let segs: Vec<&str> = normalized.split('/').map(|s| s.split(';').next().unwrap_or("")).collect();
+    let segs: Vec<&str> = normalized
+        .split('/')
+        .map(|s| s.split(';').next().unwrap_or(""))
+        .collect();
     segs.join("/").into()
 }
 
@@ -58,7 +61,10 @@ fn decode_unreserved(raw: &str) -> Result<String, &'static str> {
         }
         if c == b'%' {
             let hex = |x: u8| (x as char).to_digit(16);
-            let (Some(h), Some(l)) = (b.get(i + 1).and_then(|x| hex(*x)), b.get(i + 2).and_then(|x| hex(*x))) else {
+            let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|x| hex(*x)),
+                b.get(i + 2).and_then(|x| hex(*x)),
+            ) else {
                 return Err("bad percent-escape in path");
             };
             let v = (h * 16 + l) as u8;

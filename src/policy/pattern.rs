@@ -27,7 +27,9 @@ impl HostPattern {
                 Ok(HostPattern::Wildcard(rest.to_string()))
             }
             Some(_) => Err(bad()),
-            None if t.contains('*') => Err(format!("`{text}`: `*` may only start a host, as in *.example.com")),
+            None if t.contains('*') => Err(format!(
+                "`{text}`: `*` may only start a host, as in *.example.com"
+            )),
             None => Ok(HostPattern::Exact(t)),
         }
     }
@@ -35,9 +37,11 @@ impl HostPattern {
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Exact(h) => h == host,
-            HostPattern::Wildcard(suffix) => host.len() > suffix.len() + 1
-                && host.ends_with(suffix.as_str())
-                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.',
+            HostPattern::Wildcard(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.ends_with(suffix.as_str())
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
         }
     }
 }
@@ -63,10 +67,14 @@ pub struct PathGlob {
 impl PathGlob {
     pub fn parse(text: &str) -> Result<Self, String> {
         if !(text.starts_with('/') || text.starts_with('*')) {
-            return Err(format!("`{text}` must start with `/` (paths are matched from the root)"));
+            return Err(format!(
+                "`{text}` must start with `/` (paths are matched from the root)"
+            ));
         }
         if text.contains(['?', '#']) {
-            return Err(format!("`{text}`: paths never see the query string; remove `?`/`#`"));
+            return Err(format!(
+                "`{text}`: paths never see the query string; remove `?`/`#`"
+            ));
         }
         Ok(PathGlob {
             source: text.to_string(),
@@ -113,8 +121,15 @@ mod tests {
         assert!(!w.matches("badexample.com"));
         assert!(HostPattern::parse("api.x.com:443").is_err());
         assert!(HostPattern::parse("a.*.com").is_err());
-        assert_eq!(HostPattern::parse("[::1]").unwrap(), HostPattern::Exact("::1".into()));
-        assert!(HostPattern::parse("slack.com.").unwrap().matches("slack.com"));
+        assert_eq!(
+            HostPattern::parse("[::1]").unwrap(),
+            HostPattern::Exact("::1".into())
+        );
+        assert!(
+            HostPattern::parse("slack.com.")
+                .unwrap()
+                .matches("slack.com")
+        );
     }
 
     #[test]

@@ -19,10 +19,23 @@ use super::{ConnInfo, Intercepted, Runtime, Shared, listener};
 use crate::error::ProxyError;
 use crate::policy::ConnectPlan;
 
-pub async fn handle(shared: &Arc<Shared>, rt: &Arc<Runtime>, conn: &Arc<ConnInfo>, ex: &mut Exchange, req: Request<Incoming>) -> Result<Response<UpstreamBody>, ProxyError> {
-    let authority = req.uri().authority().cloned()
+pub async fn handle(
+    shared: &Arc<Shared>,
+    rt: &Arc<Runtime>,
+    conn: &Arc<ConnInfo>,
+    ex: &mut Exchange,
+    req: Request<Incoming>,
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    let authority = req
+        .uri()
+        .authority()
+        .cloned()
         .ok_or_else(|| ProxyError::BadRequest("CONNECT needs host:port".into()))?;
-    let host = authority.host().trim_matches(['[', ']']).trim_end_matches('.').to_ascii_lowercase();
+    let host = authority
+        .host()
+        .trim_matches(['[', ']'])
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let port = authority.port_u16().unwrap_or(443);
     ex.host = host.clone();
     ex.path = String::new();
@@ -33,25 +46,37 @@ pub async fn handle(shared: &Arc<Shared>, rt: &Arc<Runtime>, conn: &Arc<ConnInfo
     ex.identity = identity.clone();
 
     // Never tunnel into sidekey itself (admin or proxy listener), whatever the policy says.
-    if let Err(e) = rt.upstream.connector().plan(&host, port).await {
-        if matches!(e, super::connector::ConnectError::Egress(_)) {
-            return Err(from_connect(&e));
-        }
+    if let Err(e) = rt.upstream.connector().plan(&host, port).await
+        && matches!(e, super::connector::ConnectError::Egress(_))
+    {
+        return Err(from_connect(&e));
     }
     match rt.table.connect_plan(&host, rt.config.default_action) {
-        ConnectPlan::Deny => Err(ProxyError::RouteDenied(format!("no route allows CONNECT to {}", crate::audit::bounded(&host)))),
+        ConnectPlan::Deny => Err(ProxyError::RouteDenied(format!(
+            "no route allows CONNECT to {}",
+            crate::audit::bounded(&host)
+        ))),
         ConnectPlan::Tunnel => {
             ex.action = Some(crate::config::Action::Passthrough);
             let started = std::time::Instant::now();
-            let upstream = rt.upstream.connector().dial(&host, port).await.map_err(|e| from_connect(&e))?;
+            let upstream = rt
+                .upstream
+                .connector()
+                .dial(&host, port)
+                .await
+                .map_err(|e| from_connect(&e))?;
             ex.upstream = Some(started.elapsed());
             let on_upgrade = hyper::upgrade::on(req);
             let counter = ex.bytes_in.clone();
             shared.tasks.spawn(async move {
-                let Ok(upgraded) = on_upgrade.await else { return };
+                let Ok(upgraded) = on_upgrade.await else {
+                    return;
+                };
                 let mut client = TokioIo::new(upgraded);
                 let mut upstream = upstream;
-                if let Ok((up, _down)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                if let Ok((up, _down)) =
+                    tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                {
                     counter.fetch_add(up, std::sync::atomic::Ordering::Relaxed);
                 }
             });
@@ -60,9 +85,12 @@ pub async fn handle(shared: &Arc<Shared>, rt: &Arc<Runtime>, conn: &Arc<ConnInfo
         ConnectPlan::Intercept => {
             let Some(ca) = rt.ca.clone() else {
                 return Err(ProxyError::RouteDenied(format!(
-                    "{} needs HTTPS interception but no `tls.ca_cert` is configured", crate::audit::bounded(&host))));
+                    "{} needs HTTPS interception but no `tls.ca_cert` is configured",
+                    crate::audit::bounded(&host)
+                )));
             };
-            let server_config = ca.server_config(&host)
+            let server_config = ca
+                .server_config(&host)
                 .map_err(|e| ProxyError::Upstream(format!("cannot mint a certificate: {e}")))?;
             ex.skip_audit();
             let on_upgrade = hyper::upgrade::on(req);

@@ -57,7 +57,12 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(cfg: &Config, own: Vec<SocketAddr>, tls: Arc<rustls::ClientConfig>, tls_http1: Arc<rustls::ClientConfig>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        own: Vec<SocketAddr>,
+        tls: Arc<rustls::ClientConfig>,
+        tls_http1: Arc<rustls::ClientConfig>,
+    ) -> Self {
         Connector {
             inner: Arc::new(Inner {
                 overrides: cfg.upstreams.clone(),
@@ -77,25 +82,36 @@ impl Connector {
         let (addrs, intended) = if let Some(addr) = inner.overrides.get(host) {
             (vec![*addr], true)
         } else if let Ok(ip) = host.parse::<IpAddr>() {
-            (vec![SocketAddr::new(ip, port)], inner.intended.contains(host))
+            (
+                vec![SocketAddr::new(ip, port)],
+                inner.intended.contains(host),
+            )
         } else {
-            let found = tokio::net::lookup_host((host, port)).await.map_err(|e| ConnectError::Resolve {
-                host: host.to_string(),
-                reason: e.to_string(),
-            })?;
+            let found =
+                tokio::net::lookup_host((host, port))
+                    .await
+                    .map_err(|e| ConnectError::Resolve {
+                        host: host.to_string(),
+                        reason: e.to_string(),
+                    })?;
             (found.collect::<Vec<_>>(), inner.intended.contains(host))
         };
         if addrs.is_empty() {
-            return Err(ConnectError::Resolve { host: host.to_string(), reason: "no addresses".into() });
+            return Err(ConnectError::Resolve {
+                host: host.to_string(),
+                reason: "no addresses".into(),
+            });
         }
         for addr in &addrs {
             if self.is_own(addr) {
-                return Err(ConnectError::Egress(format!("{host} is sidekey's own listener")));
+                return Err(ConnectError::Egress(format!(
+                    "{host} is sidekey's own listener"
+                )));
             }
-            if !intended {
-                if let Err(reason) = egress::allowed(addr.ip(), &inner.allow) {
-                    return Err(ConnectError::Egress(format!("{host} resolves to a {reason} address")));
-                }
+            if !intended && let Err(reason) = egress::allowed(addr.ip(), &inner.allow) {
+                return Err(ConnectError::Egress(format!(
+                    "{host} resolves to a {reason} address"
+                )));
             }
         }
         Ok(addrs)
@@ -105,7 +121,10 @@ impl Connector {
         let ip = addr.ip().to_canonical();
         self.inner.own.iter().any(|own| {
             own.port() == addr.port()
-                && (own.ip() == ip || ip.is_loopback() || ip.is_unspecified() || own.ip().is_unspecified())
+                && (own.ip() == ip
+                    || ip.is_loopback()
+                    || ip.is_unspecified()
+                    || own.ip().is_unspecified())
         })
     }
 
@@ -123,7 +142,10 @@ impl Connector {
                     Err(e) => last = e.to_string(),
                 }
             }
-            Err(ConnectError::Connect { host: host.to_string(), reason: last })
+            Err(ConnectError::Connect {
+                host: host.to_string(),
+                reason: last,
+            })
         };
         tokio::time::timeout(self.inner.timeout, attempt)
             .await
@@ -131,28 +153,52 @@ impl Connector {
     }
 
     /// TLS over `tcp`, verifying the certificate for `host`.
-    pub async fn tls(&self, host: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>, ConnectError> {
+    pub async fn tls(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, ConnectError> {
         Self::handshake(&self.inner.tls, self.inner.timeout, host, tcp).await
     }
 
     /// TLS offering only HTTP/1.1.
-    pub async fn tls_http1(&self, host: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>, ConnectError> {
+    pub async fn tls_http1(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, ConnectError> {
         Self::handshake(&self.inner.tls_http1, self.inner.timeout, host, tcp).await
     }
 
-    async fn handshake(tls: &TlsConnector, timeout: Duration, host: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>, ConnectError> {
-        let name = rustls::pki_types::ServerName::try_from(host.to_string())
-            .map_err(|_| ConnectError::Tls { host: host.to_string(), reason: "invalid server name".into() })?;
+    async fn handshake(
+        tls: &TlsConnector,
+        timeout: Duration,
+        host: &str,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, ConnectError> {
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
+            ConnectError::Tls {
+                host: host.to_string(),
+                reason: "invalid server name".into(),
+            }
+        })?;
         let handshake = tls.connect(name, tcp);
         match tokio::time::timeout(timeout, handshake).await {
             Err(_) => Err(ConnectError::Timeout(host.to_string())),
-            Ok(Err(e)) => Err(ConnectError::Tls { host: host.to_string(), reason: tls_reason(&e) }),
+            Ok(Err(e)) => Err(ConnectError::Tls {
+                host: host.to_string(),
+                reason: tls_reason(&e),
+            }),
             Ok(Ok(s)) => Ok(s),
         }
     }
 
     async fn connect(self, uri: http::Uri) -> Result<Conn, ConnectError> {
-        let host = uri.host().ok_or(ConnectError::BadUri)?.trim_matches(['[', ']']).to_ascii_lowercase();
+        let host = uri
+            .host()
+            .ok_or(ConnectError::BadUri)?
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tcp = self.dial(&host, port).await?;
@@ -161,13 +207,16 @@ impl Connector {
         }
         let tls = self.tls(&host, tcp).await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        Ok(Conn::Tls(TokioIo::new(tls), h2))
+        Ok(Conn::Tls(Box::new(TokioIo::new(tls)), h2))
     }
 }
 
 /// A readable reason from a rustls error, e.g. "invalid peer certificate: UnknownIssuer".
 fn tls_reason(e: &io::Error) -> String {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
         Some(rustls::Error::InvalidCertificate(c)) => format!("invalid peer certificate: {c:?}"),
         Some(other) => other.to_string(),
         None => e.to_string(),
@@ -191,7 +240,7 @@ impl tower_service::Service<http::Uri> for Connector {
 /// An upstream connection: plain TCP or TLS (with whether ALPN chose h2).
 pub enum Conn {
     Plain(TokioIo<TcpStream>),
-    Tls(TokioIo<TlsStream<TcpStream>>, bool),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>, bool),
 }
 
 impl Connection for Conn {
@@ -205,40 +254,52 @@ impl Connection for Conn {
 }
 
 impl Read for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
 impl Write for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s, _) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s, _) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 

@@ -25,7 +25,13 @@ pub fn allowed(ip: IpAddr, allow: &[IpNet]) -> Result<(), &'static str> {
     let canonical = ip.to_canonical();
     match non_public_reason(canonical) {
         None => Ok(()),
-        Some(_) if allow.iter().any(|n| n.contains(&canonical) || n.contains(&ip)) => Ok(()),
+        Some(_)
+            if allow
+                .iter()
+                .any(|n| n.contains(&canonical) || n.contains(&ip)) =>
+        {
+            Ok(())
+        }
         Some(reason) => Err(reason),
     }
 }
@@ -102,7 +108,12 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     }
     // 6to4: 2002:AABB:CCDD::/48 embeds AA.BB.CC.DD.
     if s[0] == 0x2002 {
-        return Some(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8));
+        return Some(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
     }
     // Deprecated IPv4-compatible ::a.b.c.d (but not :: and ::1).
     if s[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified() {
@@ -122,15 +133,38 @@ mod tests {
     #[test]
     fn range_table() {
         for bad in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-            "169.254.1.1", "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255",
-            "::1", "::", "fc00::1", "fd00:ec2::254", "fe80::1", "ff02::1",
-            "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe",
-            "2002:a9fe:a9fe::1", "2002:7f00:1::", "::7f00:1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "2002:7f00:1::",
+            "::7f00:1",
         ] {
             assert!(denied(bad), "{bad} should be refused");
         }
-        for good in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808", "::ffff:8.8.8.8"] {
+        for good in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "64:ff9b::808:808",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!denied(good), "{good} should be allowed");
         }
     }

@@ -87,7 +87,11 @@ impl Exchange {
     }
 
     /// Attach the request id and hand the response to the audit-on-completion body.
-    pub fn respond(self, mut resp: Response<UpstreamBody>, shared: Arc<Shared>) -> Response<AuditedBody> {
+    pub fn respond(
+        self,
+        mut resp: Response<UpstreamBody>,
+        shared: Arc<Shared>,
+    ) -> Response<AuditedBody> {
         if let Ok(v) = HeaderValue::from_str(&self.request_id) {
             resp.headers_mut().insert("x-sidekey-request-id", v);
         }
@@ -95,7 +99,11 @@ impl Exchange {
         resp.map(|inner| AuditedBody {
             inner,
             bytes_out: 0,
-            pending: Some(Pending { ex: self, status, shared }),
+            pending: Some(Pending {
+                ex: self,
+                status,
+                shared,
+            }),
         })
     }
 
@@ -108,11 +116,20 @@ impl Exchange {
         let decision = self.decision();
         let m = &shared.metrics;
         m.requests
-            .with_label_values(&[route_label, self.auth_context(), decision, status_class(status)])
+            .with_label_values(&[
+                route_label,
+                self.auth_context(),
+                decision,
+                status_class(status),
+            ])
             .inc();
-        m.request_duration.with_label_values(&[route_label]).observe(total.as_secs_f64());
+        m.request_duration
+            .with_label_values(&[route_label])
+            .observe(total.as_secs_f64());
         if let Some(u) = self.upstream {
-            m.upstream_duration.with_label_values(&[route_label]).observe(u.as_secs_f64());
+            m.upstream_duration
+                .with_label_values(&[route_label])
+                .observe(u.as_secs_f64());
         }
         let ms = |d: Duration| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
         let record = AuditRecord {
@@ -130,7 +147,11 @@ impl Exchange {
                 .and_then(|i| i.groups.as_ref())
                 .map(|g| g.iter().map(|s| bounded(s)).collect()),
             auth_context: self.action.map(Action::auth_context).unwrap_or("none"),
-            credential: self.route.as_ref().and_then(|r| r.credential.as_ref()).map(|c| c.name.clone()),
+            credential: self
+                .route
+                .as_ref()
+                .and_then(|r| r.credential.as_ref())
+                .map(|c| c.name.clone()),
             route: self.route.map(|r| r.name.clone()),
             decision,
             error: self.error,
@@ -179,7 +200,10 @@ impl Body for AuditedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -222,13 +246,16 @@ impl<B: Body<Data = Bytes>> Body for CountingBody<B> {
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(d) = frame.data_ref() {
-                this.counter.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(d) = frame.data_ref()
+        {
+            this.counter.fetch_add(d.len() as u64, Ordering::Relaxed);
         }
         polled
     }

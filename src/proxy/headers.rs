@@ -67,8 +67,16 @@ pub fn strip_identity(headers: &mut HeaderMap, identity: &HeaderName) {
 /// On a route that injects: drop every client credential so the one that goes out is
 /// always sidekey's. `keep` (the route's `keep_client_headers`) may spare
 /// `Authorization`, `Cookie` or `Proxy-Authorization`, never the injected header.
-pub fn strip_client_credentials(headers: &mut HeaderMap, injected: Option<&HeaderName>, keep: &[HeaderName]) {
-    for name in [header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION] {
+pub fn strip_client_credentials(
+    headers: &mut HeaderMap,
+    injected: Option<&HeaderName>,
+    keep: &[HeaderName],
+) {
+    for name in [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::PROXY_AUTHORIZATION,
+    ] {
         if !keep.contains(&name) {
             headers.remove(name);
         }
@@ -82,8 +90,18 @@ pub fn strip_client_credentials(headers: &mut HeaderMap, injected: Option<&Heade
 pub fn trace_id(headers: &HeaderMap) -> Option<String> {
     let v = headers.get("traceparent")?.to_str().ok()?;
     let parts: Vec<&str> = v.trim().split('-').collect();
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    if parts.len() < 4 || !hex(parts[0], 2) || parts[0] == "ff" || !hex(parts[1], 32) || !hex(parts[2], 16) || !hex(parts[3], 2) {
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    if parts.len() < 4
+        || !hex(parts[0], 2)
+        || parts[0] == "ff"
+        || !hex(parts[1], 32)
+        || !hex(parts[2], 16)
+        || !hex(parts[3], 2)
+    {
         return None;
     }
     if parts[1].bytes().all(|b| b == b'0') || parts[2].bytes().all(|b| b == b'0') {
@@ -113,7 +131,10 @@ mod tests {
     #[test]
     fn connection_listed_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-end-to-end", HeaderValue::from_static("1"));
@@ -141,7 +162,10 @@ mod tests {
         let mut h = HeaderMap::new();
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         h.insert("traceparent", HeaderValue::from_static(tp));
-        assert_eq!(ensure_traceparent(&mut h), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            ensure_traceparent(&mut h),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(h["traceparent"], tp);
         let mut h = HeaderMap::new();
         h.insert("traceparent", HeaderValue::from_static("garbage"));

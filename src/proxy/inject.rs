@@ -15,16 +15,43 @@ use crate::error::ProxyError;
 
 /// Characters escaped in a query value.
 const QUERY_VALUE: &AsciiSet = &CONTROLS
-    .add(b' ').add(b'"').add(b'#').add(b'&').add(b'+').add(b'<').add(b'=').add(b'>')
-    .add(b'%').add(b'`').add(b'{').add(b'}').add(b'|').add(b'\\').add(b'^').add(b'[').add(b']');
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'&')
+    .add(b'+')
+    .add(b'<')
+    .add(b'=')
+    .add(b'>')
+    .add(b'%')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'|')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'[')
+    .add(b']');
 
 /// Apply `inject` to `headers` / `query`; returns the new query for `Inject::Query`.
-pub fn apply(inject: &Inject, token: &Token, headers: &mut HeaderMap, query: Option<&str>) -> Result<Option<String>, ProxyError> {
+pub fn apply(
+    inject: &Inject,
+    token: &Token,
+    headers: &mut HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<String>, ProxyError> {
     let secret = token.access_token.expose_secret();
-    let bad = || ProxyError::CredentialStoreUnavailable("stored token is not a valid header value".into());
+    let bad = || {
+        ProxyError::CredentialStoreUnavailable("stored token is not a valid header value".into())
+    };
     match inject {
-        Inject::Header { name, prefix, suffix } => {
-            let mut v = HeaderValue::from_str(&format!("{prefix}{secret}{suffix}")).map_err(|_| bad())?;
+        Inject::Header {
+            name,
+            prefix,
+            suffix,
+        } => {
+            let mut v =
+                HeaderValue::from_str(&format!("{prefix}{secret}{suffix}")).map_err(|_| bad())?;
             v.set_sensitive(true);
             headers.insert(name.clone(), v);
             Ok(query.map(str::to_string))
@@ -47,7 +74,10 @@ pub fn apply(inject: &Inject, token: &Token, headers: &mut HeaderMap, query: Opt
                 .filter(|kv| !kv.is_empty() && !names_param(kv, param))
                 .map(str::to_string)
                 .collect();
-            out.push(format!("{param}={}", utf8_percent_encode(secret, QUERY_VALUE)));
+            out.push(format!(
+                "{param}={}",
+                utf8_percent_encode(secret, QUERY_VALUE)
+            ));
             Ok(Some(out.join("&")))
         }
     }
@@ -56,7 +86,9 @@ pub fn apply(inject: &Inject, token: &Token, headers: &mut HeaderMap, query: Opt
 /// Whether the `k=v` pair's key is `param`, comparing the percent-decoded key.
 fn names_param(kv: &str, param: &str) -> bool {
     let key = kv.split('=').next().unwrap_or("");
-    let decoded = percent_encoding::percent_decode_str(&key.replace('+', " ")).decode_utf8_lossy().into_owned();
+    let decoded = percent_encoding::percent_decode_str(&key.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned();
     decoded == param
 }
 
@@ -73,13 +105,33 @@ mod tests {
         assert_eq!(h[AUTHORIZATION], "Bearer s3cr3t");
         assert!(h[AUTHORIZATION].is_sensitive());
         let mut h = HeaderMap::new();
-        let custom = Inject::Header { name: HeaderName::from_static("x-api-key"), prefix: String::new(), suffix: String::new() };
+        let custom = Inject::Header {
+            name: HeaderName::from_static("x-api-key"),
+            prefix: String::new(),
+            suffix: String::new(),
+        };
         apply(&custom, &t, &mut h, None).unwrap();
         assert_eq!(h["x-api-key"], "s3cr3t");
         let mut h = HeaderMap::new();
-        apply(&Inject::Basic { username: Some("bot".into()) }, &t, &mut h, None).unwrap();
+        apply(
+            &Inject::Basic {
+                username: Some("bot".into()),
+            },
+            &t,
+            &mut h,
+            None,
+        )
+        .unwrap();
         assert_eq!(h[AUTHORIZATION], "Basic Ym90OnMzY3IzdA==");
-        let q = apply(&Inject::Query { param: "api_key".into() }, &t, &mut h, Some("a=1&api_key=evil&api%5Fkey=evil2")).unwrap();
+        let q = apply(
+            &Inject::Query {
+                param: "api_key".into(),
+            },
+            &t,
+            &mut h,
+            Some("a=1&api_key=evil&api%5Fkey=evil2"),
+        )
+        .unwrap();
         assert_eq!(q.as_deref(), Some("a=1&api_key=s3cr3t"));
     }
 }

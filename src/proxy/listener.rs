@@ -16,7 +16,9 @@ use super::{ConnInfo, Shared, phases};
 
 /// Accept until shutdown; each connection is served on its own task.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let limit = Arc::new(Semaphore::new(shared.runtime().config.limits.max_connections));
+    let limit = Arc::new(Semaphore::new(
+        shared.runtime().config.limits.max_connections,
+    ));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -51,7 +53,11 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
 
 /// [`serve_connection`] behind a nameable type: an intercepted tunnel serves a
 /// connection from inside a request, and the recursion needs one boxed step.
-pub fn serve_connection_boxed<I>(shared: Arc<Shared>, io: I, conn: Arc<ConnInfo>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+pub fn serve_connection_boxed<I>(
+    shared: Arc<Shared>,
+    io: I,
+    conn: Arc<ConnInfo>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

@@ -49,7 +49,11 @@ impl Runtime {
         let tls = crate::tls::client_config(roots.system, &roots.bundles)?;
         let tls_h1 = crate::tls::client_config_http1(roots.system, &roots.bundles)?;
         let connector = connector::Connector::new(&config, own, tls, tls_h1);
-        let upstream = forward::Upstream::new(connector, config.timeouts.idle, config.timeouts.upstream_response);
+        let upstream = forward::Upstream::new(
+            connector,
+            config.timeouts.idle,
+            config.timeouts.upstream_response,
+        );
         let ca = match &config.tls {
             Some(t) => Some(Arc::new(CertificateAuthority::load(&t.ca_cert, &t.ca_key)?)),
             None => None,
@@ -77,7 +81,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(runtime: Runtime, credentials: CredentialStore, audit: AuditSink, metrics: Arc<Metrics>, proxy_addr: SocketAddr) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        credentials: CredentialStore,
+        audit: AuditSink,
+        metrics: Arc<Metrics>,
+        proxy_addr: SocketAddr,
+    ) -> Self {
         Shared {
             runtime: ArcSwap::from_pointee(runtime),
             credentials,

@@ -21,9 +21,17 @@ use crate::identity::Identity;
 use crate::policy::MatchInput;
 
 /// Entry point for every request on the proxy listener (and inside tunnels).
-pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<AuditedBody>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<AuditedBody>, Infallible> {
     let rt = shared.runtime();
-    let scheme = if conn.intercepted.is_some() { "https" } else { "http" };
+    let scheme = if conn.intercepted.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let mut ex = Exchange::new(req.method(), scheme);
     let resp = match process(&shared, &rt, &conn, &mut ex, req).await {
         Ok(resp) => resp,
@@ -48,7 +56,13 @@ fn log_failure(ex: &Exchange, e: &ProxyError) {
     }
 }
 
-async fn process(shared: &Arc<Shared>, rt: &Arc<Runtime>, conn: &Arc<ConnInfo>, ex: &mut Exchange, req: Request<Incoming>) -> Result<Response<UpstreamBody>, ProxyError> {
+async fn process(
+    shared: &Arc<Shared>,
+    rt: &Arc<Runtime>,
+    conn: &Arc<ConnInfo>,
+    ex: &mut Exchange,
+    req: Request<Incoming>,
+) -> Result<Response<UpstreamBody>, ProxyError> {
     if req.method() == http::Method::CONNECT && conn.intercepted.is_none() {
         return connect::handle(shared, rt, conn, ex, req).await;
     }
@@ -56,7 +70,12 @@ async fn process(shared: &Arc<Shared>, rt: &Arc<Runtime>, conn: &Arc<ConnInfo>, 
     ex.trace_id = Some(headers::ensure_traceparent(&mut parts.headers));
 
     // target: where the request goes, with its path normalised once.
-    let target = target::resolve(&parts, conn.intercepted.as_ref(), shared.proxy_addr, &rt.table)?;
+    let target = target::resolve(
+        &parts,
+        conn.intercepted.as_ref(),
+        shared.proxy_addr,
+        &rt.table,
+    )?;
     ex.host = target.host.clone();
     ex.path = target.path.clone();
 
@@ -67,24 +86,44 @@ async fn process(shared: &Arc<Shared>, rt: &Arc<Runtime>, conn: &Arc<ConnInfo>, 
     // decide: first matching route, else the default.
     let route = match &target.gateway {
         Some(r) => Some(r.clone()),
-        None => rt.table.decide(&MatchInput { host: &target.host, path: &target.policy_path, method: &parts.method }).cloned(),
+        None => rt
+            .table
+            .decide(&MatchInput {
+                host: &target.host,
+                path: &target.policy_path,
+                method: &parts.method,
+            })
+            .cloned(),
     };
     ex.route = route.clone();
     let action = match (&route, rt.config.default_action) {
         (Some(r), _) => r.action,
-        (None, DefaultAction::Deny) => return Err(ProxyError::RouteDenied(format!("no route matches {} {}", parts.method, crate::audit::bounded(&target.host)))),
+        (None, DefaultAction::Deny) => {
+            return Err(ProxyError::RouteDenied(format!(
+                "no route matches {} {}",
+                parts.method,
+                crate::audit::bounded(&target.host)
+            )));
+        }
         (None, DefaultAction::Passthrough) => Action::Passthrough,
     };
     ex.action = Some(action);
     if action == Action::Deny {
-        let name = route.as_ref().map(|r| r.name.to_string()).unwrap_or_default();
-        return Err(ProxyError::RouteDenied(format!("route `{name}` denies this call")));
+        let name = route
+            .as_ref()
+            .map(|r| r.name.to_string())
+            .unwrap_or_default();
+        return Err(ProxyError::RouteDenied(format!(
+            "route `{name}` denies this call"
+        )));
     }
     authorize(rt, route.as_deref(), action, identity.as_ref())?;
 
     // resolve: the credential for this route and user.
     let token = match (&route, action) {
-        (Some(r), Action::Claw | Action::Assistant) => Some(resolve(shared, r, identity.as_ref()).await?),
+        (Some(r), Action::Claw | Action::Assistant) => {
+            Some(resolve(shared, r, identity.as_ref()).await?)
+        }
         _ => None,
     };
 
@@ -101,7 +140,11 @@ async fn process(shared: &Arc<Shared>, rt: &Arc<Runtime>, conn: &Arc<ConnInfo>, 
             crate::config::Inject::Basic { .. } => Some(http::header::AUTHORIZATION),
             crate::config::Inject::Query { .. } => None,
         };
-        headers::strip_client_credentials(&mut parts.headers, injected_header.as_ref(), &r.keep_client_headers);
+        headers::strip_client_credentials(
+            &mut parts.headers,
+            injected_header.as_ref(),
+            &r.keep_client_headers,
+        );
         query = inject::apply(&inj, token, &mut parts.headers, query.as_deref())?;
     }
     if let Some(r) = &route {
@@ -114,7 +157,9 @@ async fn process(shared: &Arc<Shared>, rt: &Arc<Runtime>, conn: &Arc<ConnInfo>, 
     if upgrade {
         return super::upgrade::forward(rt, ex, parts, body).await;
     }
-    let body = CountingBody::new(body, ex.bytes_in.clone()).map_err(Into::into).boxed_unsync();
+    let body = CountingBody::new(body, ex.bytes_in.clone())
+        .map_err(Into::into)
+        .boxed_unsync();
 
     // forward
     let started = Instant::now();
@@ -126,57 +171,107 @@ async fn process(shared: &Arc<Shared>, rt: &Arc<Runtime>, conn: &Arc<ConnInfo>, 
     Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync()))
 }
 
-async fn identify(rt: &Runtime, conn: &ConnInfo, h: &http::HeaderMap) -> Result<Option<Identity>, ProxyError> {
+async fn identify(
+    rt: &Runtime,
+    conn: &ConnInfo,
+    h: &http::HeaderMap,
+) -> Result<Option<Identity>, ProxyError> {
     let inner = rt.identifier.identify(h, conn.loopback).await?;
-    let Some(tunnel) = &conn.intercepted else { return Ok(inner) };
+    let Some(tunnel) = &conn.intercepted else {
+        return Ok(inner);
+    };
     // Inside a tunnel, the CONNECT request's identity holds for every inner request;
     // an inner request may repeat it but never name someone else.
     match (&tunnel.identity, inner) {
         (None, inner) => Ok(inner),
         (Some(outer), None) => Ok(Some(outer.clone())),
         (Some(outer), Some(inner)) if outer.user == inner.user => Ok(Some(inner)),
-        (Some(_), Some(_)) => Err(ProxyError::BadRequest("inner request identity differs from the CONNECT identity".into())),
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest(
+            "inner request identity differs from the CONNECT identity".into(),
+        )),
     }
 }
 
-fn authorize(rt: &Runtime, route: Option<&RouteSpec>, action: Action, identity: Option<&Identity>) -> Result<(), ProxyError> {
+fn authorize(
+    rt: &Runtime,
+    route: Option<&RouteSpec>,
+    action: Action,
+    identity: Option<&Identity>,
+) -> Result<(), ProxyError> {
     let allow = route.and_then(|r| r.allow.as_ref());
     let needs_identity = action == Action::Assistant || allow.is_some();
     let Some(id) = identity else {
         if needs_identity {
-            return Err(ProxyError::IdentityRequired { header: rt.identifier.header().to_string() });
+            return Err(ProxyError::IdentityRequired {
+                header: rt.identifier.header().to_string(),
+            });
         }
         return Ok(());
     };
     if let (Some(allow), Some(r)) = (allow, route) {
         let user_ok = allow.users.iter().any(|u| **u == *id.user);
-        let group_ok = id.groups.iter().flatten().any(|g| allow.groups.iter().any(|a| **a == **g));
+        let group_ok = id
+            .groups
+            .iter()
+            .flatten()
+            .any(|g| allow.groups.iter().any(|a| **a == **g));
         if !(user_ok || group_ok) {
-            return Err(ProxyError::UserNotAllowed { route: r.name.to_string() });
+            return Err(ProxyError::UserNotAllowed {
+                route: r.name.to_string(),
+            });
         }
     }
     Ok(())
 }
 
-async fn resolve(shared: &Shared, route: &RouteSpec, identity: Option<&Identity>) -> Result<Arc<Token>, ProxyError> {
+async fn resolve(
+    shared: &Shared,
+    route: &RouteSpec,
+    identity: Option<&Identity>,
+) -> Result<Arc<Token>, ProxyError> {
     let Some(spec) = &route.credential else {
-        return Err(ProxyError::CredentialStoreUnavailable("route has no credential".into()));
+        return Err(ProxyError::CredentialStoreUnavailable(
+            "route has no credential".into(),
+        ));
     };
     let user = identity.map(|i| &*i.user);
-    let connect_url = || route.effective_connect_url().map(|u| template::fill_url(u, user));
-    shared.credentials.get(spec, user).await.map_err(|e| match e {
-        CredError::Missing => ProxyError::CredentialMissing { credential: spec.name.to_string(), connect_url: connect_url() },
-        CredError::Expired => ProxyError::CredentialExpired { credential: spec.name.to_string(), connect_url: connect_url() },
-        CredError::Unavailable(m) | CredError::Invalid(m) => ProxyError::CredentialStoreUnavailable(m),
-    })
+    let connect_url = || {
+        route
+            .effective_connect_url()
+            .map(|u| template::fill_url(u, user))
+    };
+    shared
+        .credentials
+        .get(spec, user)
+        .await
+        .map_err(|e| match e {
+            CredError::Missing => ProxyError::CredentialMissing {
+                credential: spec.name.to_string(),
+                connect_url: connect_url(),
+            },
+            CredError::Expired => ProxyError::CredentialExpired {
+                credential: spec.name.to_string(),
+                connect_url: connect_url(),
+            },
+            CredError::Unavailable(m) | CredError::Invalid(m) => {
+                ProxyError::CredentialStoreUnavailable(m)
+            }
+        })
 }
 
 fn is_upgrade(parts: &http::request::Parts) -> bool {
     parts.version == http::Version::HTTP_11
         && parts.headers.contains_key(http::header::UPGRADE)
-        && parts.headers.get_all(http::header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
-        })
+        && parts
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| {
+                v.to_str().is_ok_and(|s| {
+                    s.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
+            })
 }
 
 fn upstream_uri(t: &Target, query: Option<&str>) -> Result<Uri, ProxyError> {

@@ -38,7 +38,12 @@ fn bad(msg: impl Into<String>) -> ProxyError {
 }
 
 /// Work out the target of a request.
-pub fn resolve(parts: &Parts, intercepted: Option<&Intercepted>, own: SocketAddr, table: &RouteTable) -> Result<Target, ProxyError> {
+pub fn resolve(
+    parts: &Parts,
+    intercepted: Option<&Intercepted>,
+    own: SocketAddr,
+    table: &RouteTable,
+) -> Result<Target, ProxyError> {
     let uri = &parts.uri;
     let raw_path = uri.path();
     let path = normalize(raw_path).map_err(bad)?;
@@ -54,7 +59,12 @@ pub fn resolve(parts: &Parts, intercepted: Option<&Intercepted>, own: SocketAddr
             check_same_host(a.as_str(), &tunnel.host, tunnel.port, 443)?;
         }
         if let Some(h) = parts.headers.get(http::header::HOST) {
-            check_same_host(h.to_str().map_err(|_| bad("bad Host header"))?, &tunnel.host, tunnel.port, 443)?;
+            check_same_host(
+                h.to_str().map_err(|_| bad("bad Host header"))?,
+                &tunnel.host,
+                tunnel.port,
+                443,
+            )?;
         }
         let authority = authority_for(&tunnel.host, tunnel.port, 443)?;
         return Ok(Target {
@@ -69,8 +79,15 @@ pub fn resolve(parts: &Parts, intercepted: Option<&Intercepted>, own: SocketAddr
     }
 
     if let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) {
-        let host = authority.host().trim_matches(['[', ']']).to_ascii_lowercase();
-        let default_port = if *scheme == Scheme::HTTPS { 443 } else if *scheme == Scheme::HTTP { 80 } else {
+        let host = authority
+            .host()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase();
+        let default_port = if *scheme == Scheme::HTTPS {
+            443
+        } else if *scheme == Scheme::HTTP {
+            80
+        } else {
             return Err(bad(format!("unsupported scheme `{scheme}`")));
         };
         let port = authority.port_u16().unwrap_or(default_port);
@@ -79,8 +96,13 @@ pub fn resolve(parts: &Parts, intercepted: Option<&Intercepted>, own: SocketAddr
                 return Err(bad("user info in the request URI"));
             }
             if let Some(h) = parts.headers.get(http::header::HOST) {
-                check_same_host(h.to_str().map_err(|_| bad("bad Host header"))?, &host, port, default_port)
-                    .map_err(|_| bad("Host header does not match the request URI"))?;
+                check_same_host(
+                    h.to_str().map_err(|_| bad("bad Host header"))?,
+                    &host,
+                    port,
+                    default_port,
+                )
+                .map_err(|_| bad("Host header does not match the request URI"))?;
             }
             if host.is_empty() {
                 return Err(bad("empty host in the request URI"));
@@ -99,12 +121,17 @@ pub fn resolve(parts: &Parts, intercepted: Option<&Intercepted>, own: SocketAddr
     }
 
     let Some((route, rest)) = table.decide_gateway(&path, &parts.method) else {
-        return Err(ProxyError::RouteDenied(format!("no gateway route for `{}`", crate::audit::bounded(&path))));
+        return Err(ProxyError::RouteDenied(format!(
+            "no gateway route for `{}`",
+            crate::audit::bounded(&path)
+        )));
     };
     let Some(g) = &route.gateway else {
         return Err(ProxyError::RouteDenied("no gateway route".into()));
     };
-    let upstream_path = if g.base_path.is_empty() { rest.to_string() } else if rest == "/" && path == g.prefix {
+    let upstream_path = if g.base_path.is_empty() {
+        rest.to_string()
+    } else if rest == "/" && path == g.prefix {
         g.base_path.clone()
     } else {
         format!("{}{}", g.base_path, rest)
@@ -132,18 +159,34 @@ fn is_self(host: &str, port: u16, own: SocketAddr) -> bool {
 }
 
 /// Compare `value` (`host[:port]`) with the expected host and port.
-fn check_same_host(value: &str, host: &str, port: u16, default_port: u16) -> Result<(), ProxyError> {
+fn check_same_host(
+    value: &str,
+    host: &str,
+    port: u16,
+    default_port: u16,
+) -> Result<(), ProxyError> {
     let a: Authority = value.parse().map_err(|_| bad("bad Host header"))?;
     let h = a.host().trim_matches(['[', ']']).to_ascii_lowercase();
     let p = a.port_u16().unwrap_or(default_port);
     if h.trim_end_matches('.') != host.trim_end_matches('.') || p != port {
-        return Err(bad(format!("request names host `{}`, not the tunnel's `{host}`", crate::audit::bounded(&h))));
+        return Err(bad(format!(
+            "request names host `{}`, not the tunnel's `{host}`",
+            crate::audit::bounded(&h)
+        )));
     }
     Ok(())
 }
 
 fn authority_for(host: &str, port: u16, default_port: u16) -> Result<Authority, ProxyError> {
-    let h = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
-    let text = if port == default_port { h } else { format!("{h}:{port}") };
+    let h = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let text = if port == default_port {
+        h
+    } else {
+        format!("{h}:{port}")
+    };
     text.parse().map_err(|_| bad("bad host"))
 }

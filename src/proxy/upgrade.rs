@@ -18,18 +18,40 @@ use super::forward::{UpstreamBody, from_connect};
 use super::headers;
 use crate::error::ProxyError;
 
-pub async fn forward(rt: &Runtime, ex: &mut Exchange, mut parts: http::request::Parts, body: Incoming) -> Result<Response<UpstreamBody>, ProxyError> {
-    let client_upgrade = parts.extensions.remove::<OnUpgrade>()
+pub async fn forward(
+    rt: &Runtime,
+    ex: &mut Exchange,
+    mut parts: http::request::Parts,
+    body: Incoming,
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    let client_upgrade = parts
+        .extensions
+        .remove::<OnUpgrade>()
         .ok_or_else(|| ProxyError::BadRequest("connection cannot be upgraded".into()))?;
     let uri = parts.uri.clone();
-    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_ascii_lowercase();
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase();
     let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let started = std::time::Instant::now();
     let connector = rt.upstream.connector();
-    let tcp = connector.dial(&host, port).await.map_err(|e| from_connect(&e))?;
+    let tcp = connector
+        .dial(&host, port)
+        .await
+        .map_err(|e| from_connect(&e))?;
     let io = if https {
-        Conn::Tls(TokioIo::new(connector.tls_http1(&host, tcp).await.map_err(|e| from_connect(&e))?), false)
+        Conn::Tls(
+            Box::new(TokioIo::new(
+                connector
+                    .tls_http1(&host, tcp)
+                    .await
+                    .map_err(|e| from_connect(&e))?,
+            )),
+            false,
+        )
     } else {
         Conn::Plain(TokioIo::new(tcp))
     };
@@ -41,14 +63,20 @@ pub async fn forward(rt: &Runtime, ex: &mut Exchange, mut parts: http::request::
             tracing::debug!(error = %e, "upgraded upstream connection ended");
         }
     });
-    if let Some(a) = uri.authority() {
-        if let Ok(v) = http::HeaderValue::from_str(a.as_str()) {
-            parts.headers.insert(http::header::HOST, v);
-        }
+    if let Some(a) = uri.authority()
+        && let Ok(v) = http::HeaderValue::from_str(a.as_str())
+    {
+        parts.headers.insert(http::header::HOST, v);
     }
-    parts.uri = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/").parse()
+    parts.uri = uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .parse()
         .map_err(|_| ProxyError::BadRequest("bad path".into()))?;
-    let mut resp = sender.send_request(Request::from_parts(parts, body)).await
+    let mut resp = sender
+        .send_request(Request::from_parts(parts, body))
+        .await
         .map_err(|e| ProxyError::Upstream(e.to_string()))?;
     ex.upstream = Some(started.elapsed());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -69,6 +97,8 @@ pub async fn forward(rt: &Runtime, ex: &mut Exchange, mut parts: http::request::
     });
     let (mut head, _) = resp.into_parts();
     headers::strip_hop_by_hop(&mut head.headers, true);
-    let empty = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
+    let empty = http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync();
     Ok(Response::from_parts(head, empty))
 }

