@@ -12,13 +12,15 @@ use hyper::body::Incoming;
 
 use super::exchange::{AuditedBody, CountingBody, Exchange};
 use super::forward::UpstreamBody;
+use super::scrub::{ScrubBody, Secrets};
 use super::target::Target;
 use super::{ConnInfo, Runtime, Shared, connect, headers, inject, target};
-use crate::config::{Action, DefaultAction, RouteSpec};
+use crate::config::{Action, DefaultAction, Inject, RouteSpec};
 use crate::credentials::{CredError, Token, template};
 use crate::error::ProxyError;
 use crate::identity::Identity;
 use crate::policy::MatchInput;
+use secrecy::ExposeSecret;
 
 /// Entry point for every request on the proxy listener (and inside tunnels).
 pub async fn handle(
@@ -133,12 +135,13 @@ async fn process(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.remove(http::header::HOST);
     let mut query = target.query.clone();
+    let mut secrets = None;
     if let (Some(r), Some(token)) = (&route, &token) {
         let inj = r.effective_inject();
         let injected_header = match &inj {
-            crate::config::Inject::Header { name, .. } => Some(name.clone()),
-            crate::config::Inject::Basic { .. } => Some(http::header::AUTHORIZATION),
-            crate::config::Inject::Query { .. } => None,
+            Inject::Header { name, .. } => Some(name.clone()),
+            Inject::Basic { .. } => Some(http::header::AUTHORIZATION),
+            Inject::Query { .. } => None,
         };
         headers::strip_client_credentials(
             &mut parts.headers,
@@ -146,6 +149,19 @@ async fn process(
             &r.keep_client_headers,
         );
         query = inject::apply(&inj, token, &mut parts.headers, query.as_deref())?;
+        // The response is scrubbed for the secret, which needs an uncompressed body.
+        parts.headers.insert(
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        );
+        let sent = injected_header
+            .as_ref()
+            .and_then(|h| parts.headers.get(h))
+            .and_then(|v| v.to_str().ok());
+        let basic = sent
+            .and_then(|v| v.strip_prefix("Basic "))
+            .unwrap_or_default();
+        secrets = Some(Secrets::new(token.access_token.expose_secret(), &[basic]));
     }
     if let Some(r) = &route {
         for (k, v) in &r.set_headers {
@@ -168,7 +184,43 @@ async fn process(
     let mut resp = result?;
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     *resp.version_mut() = http::Version::HTTP_11;
-    Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync()))
+    match (secrets, &route) {
+        (Some(secrets), Some(r)) => scrubbed(resp, secrets, r),
+        _ => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
+    }
+}
+
+/// Response hygiene on an injecting route: no secret, no upstream cookies (unless the
+/// route keeps cookies), and no body sidekey cannot scan.
+fn scrubbed(
+    mut resp: Response<Incoming>,
+    secrets: Secrets,
+    route: &RouteSpec,
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    let encoded = resp
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(ProxyError::Upstream(
+            "upstream sent a compressed body on an injecting route; sidekey asked for identity encoding and cannot scan it for the secret".into(),
+        ));
+    }
+    let keeps_cookies = route
+        .keep_client_headers
+        .iter()
+        .any(|h| h == http::header::COOKIE || h == http::header::SET_COOKIE);
+    if !keeps_cookies {
+        resp.headers_mut().remove(http::header::SET_COOKIE);
+    }
+    if secrets.mask_headers(resp.headers_mut()) > 0 {
+        tracing::warn!(route = %route.name, "upstream echoed the injected secret in a response header; masked");
+    }
+    Ok(resp.map(|b| {
+        ScrubBody::new(b, secrets)
+            .map_err(Into::into)
+            .boxed_unsync()
+    }))
 }
 
 async fn identify(
