@@ -91,12 +91,11 @@ impl Secrets {
         let mut changed = 0;
         for value in headers.values_mut() {
             let mut bytes = value.as_bytes().to_vec();
-            if self.mask(&mut bytes) {
-                if let Ok(v) = http::HeaderValue::from_bytes(&bytes) {
+            if self.mask(&mut bytes)
+                && let Ok(v) = http::HeaderValue::from_bytes(&bytes) {
                     *value = v;
                     changed += 1;
                 }
-            }
         }
         changed
     }
