@@ -91,6 +91,16 @@ fn check(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if matches!(cfg.identity.mode, config::IdentityMode::Trusted) {
+        for (i, r) in cfg.routes.iter().enumerate() {
+            if r.allow.as_ref().is_some_and(|a| !a.groups.is_empty()) {
+                eprintln!(
+                    "{}: warning: routes[{i}].allow.groups: trusted identities carry no groups, so only `allow.users` can match (use identity.mode: jwt)",
+                    path.display()
+                );
+            }
+        }
+    }
     for (name, c) in &cfg.credentials {
         if let config::SourceSpec::Env { var } = &c.source
             && std::env::var_os(var).is_none()

@@ -47,6 +47,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new()?);
     let audit = AuditSink::start(config.audit_file.as_deref())?;
     let file = config.file.clone();
+    let loaded_text = config.source_text.clone().into_bytes();
     let runtime = Runtime::build(config, own.clone()).await?;
     let credentials = CredentialStore::new(metrics.clone());
     let shared = Arc::new(Shared::new(
@@ -61,7 +62,7 @@ pub async fn run(
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "listening");
     let proxy_task = tokio::spawn(listener::serve(shared.clone(), listeners.proxy));
     let admin_task = tokio::spawn(admin::serve(shared.clone(), ready.clone(), listeners.admin));
-    let reload_task = tokio::spawn(watch_reloads(shared.clone(), file, own));
+    let reload_task = tokio::spawn(watch_reloads(shared.clone(), file, loaded_text, own));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -93,10 +94,17 @@ pub fn readiness(shared: &Shared) -> Result<(), String> {
 
 /// Reload on SIGHUP, and when the config file's content changes (this also catches a
 /// Kubernetes ConfigMap symlink swap, which changes no inode we could watch).
-async fn watch_reloads(shared: Arc<Shared>, file: PathBuf, own: Vec<std::net::SocketAddr>) {
+async fn watch_reloads(
+    shared: Arc<Shared>,
+    file: PathBuf,
+    loaded: Vec<u8>,
+    own: Vec<std::net::SocketAddr>,
+) {
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut last = std::fs::read(&file).ok();
+    // Compare with the text the running config came from, so an edit made between
+    // start-up and this watcher's first look is not missed.
+    let mut last = Some(loaded);
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         #[cfg(unix)]

@@ -42,7 +42,17 @@ fn every_shipped_config_validates() {
         for c in candidates {
             let base = f.parent().unwrap();
             if let Err(errors) = sidekey::config::from_str(&c, &f, base) {
-                panic!("{} does not validate: {errors:?}", f.display());
+                // A manifest's CA lives in a Kubernetes Secret mounted at run time;
+                // tests/deploy_manifests.rs validates it again with a generated CA.
+                let only_missing_ca = f.starts_with(root.join("deploy"))
+                    && errors.iter().all(|e| {
+                        e.path.starts_with("tls.ca_") && e.message.contains("cannot read")
+                    });
+                assert!(
+                    only_missing_ca,
+                    "{} does not validate: {errors:?}",
+                    f.display()
+                );
             }
             checked += 1;
         }

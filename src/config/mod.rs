@@ -82,6 +82,8 @@ pub struct Config {
     /// upstreams, `upstreams:` keys, literal-IP `match.host`): egress checks allow
     /// these as intent.
     pub intended_hosts: HashSet<String>,
+    /// The exact text this config was validated from (reload compares against it).
+    pub source_text: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,7 +348,9 @@ pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
         }])
     })?;
     let base = file.parent().unwrap_or(Path::new("."));
-    from_str(&text, file, base).map_err(fail)
+    let mut cfg = from_str(&text, file, base).map_err(fail)?;
+    cfg.source_text = text;
+    Ok(cfg)
 }
 
 /// Parse and validate YAML text; `file` names it in the result, `base` anchors relative paths.

@@ -195,6 +195,7 @@ pub(super) fn validate(
         audit_file,
         egress_allow,
         intended_hosts,
+        source_text: String::new(),
     })
 }
 

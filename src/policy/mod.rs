@@ -116,9 +116,16 @@ impl RouteTable {
         None
     }
 
-    /// How to handle `CONNECT host`: the set of outcomes any inner request could get.
-    pub fn connect_plan(&self, host: &str, default: DefaultAction) -> ConnectPlan {
+    /// How to handle `CONNECT host`: the set of outcomes any inner request could get,
+    /// with the first route for the host (the one a tunnel or refusal is audited under;
+    /// `None` when only the default applies).
+    pub fn connect_plan(
+        &self,
+        host: &str,
+        default: DefaultAction,
+    ) -> (ConnectPlan, Option<&Arc<RouteSpec>>) {
         let (mut deny, mut pass, mut other) = (false, false, false);
+        let mut first = None;
         let mut covered = false;
         let mut all: Vec<usize> = self
             .candidates(host)
@@ -128,6 +135,7 @@ impl RouteTable {
         all.sort_unstable();
         for idx in all {
             let r = &self.routes[idx];
+            first.get_or_insert(r);
             match r.action {
                 Action::Deny => deny = true,
                 Action::Passthrough => pass = true,
@@ -144,11 +152,12 @@ impl RouteTable {
                 DefaultAction::Passthrough => pass = true,
             }
         }
-        match (deny, pass, other) {
+        let plan = match (deny, pass, other) {
             (false, true, false) => ConnectPlan::Tunnel,
             (true, false, false) => ConnectPlan::Deny,
             _ => ConnectPlan::Intercept,
-        }
+        };
+        (plan, first)
     }
 
     fn candidates(&self, host: &str) -> Vec<&[usize]> {

@@ -26,6 +26,19 @@ pub fn normalize(raw: &str) -> Result<String, &'static str> {
             s => out.push(s),
         }
     }
+    // An escaped slash keeps a segment whole (`group%2Fproject` is one segment), but a
+    // segment that would hold a dot segment once a server decodes it is refused: it is
+    // only ever sent to climb out of a base path.
+    for seg in &out {
+        if seg.contains('%')
+            && seg
+                .split("%2F")
+                .flat_map(|s| s.split("%5C"))
+                .any(|p| p == "." || p == "..")
+        {
+            return Err("encoded dot segment in path");
+        }
+    }
     let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     let mut path = String::with_capacity(decoded.len());
     for s in &out {
@@ -116,5 +129,12 @@ mod tests {
         assert!(normalize("/a%zz").is_err());
         assert!(normalize("a").is_err());
         assert_eq!(match_form("/admin;x=1/users"), "/admin/users");
+        assert!(normalize("/a/..%2f..%2fetc").is_err());
+        assert!(normalize("/a/%2e%2e%2Fetc").is_err());
+        assert!(normalize("/a/..%5Cetc").is_err());
+        assert_eq!(
+            normalize("/projects/group%2fproject").unwrap(),
+            "/projects/group%2Fproject"
+        );
     }
 }

@@ -51,13 +51,24 @@ pub async fn handle(
     {
         return Err(from_connect(&e));
     }
-    match rt.table.connect_plan(&host, rt.config.default_action) {
+    let (plan, route) = rt.table.connect_plan(&host, rt.config.default_action);
+    ex.route = route.cloned();
+    match plan {
         ConnectPlan::Deny => Err(ProxyError::RouteDenied(format!(
             "no route allows CONNECT to {}",
             crate::audit::bounded(&host)
         ))),
         ConnectPlan::Tunnel => {
             ex.action = Some(crate::config::Action::Passthrough);
+            if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+                let written = rt.config.upstreams.contains_key(&host)
+                    || rt.config.routes.iter().any(|r| matches!(&r.host, Some(crate::policy::HostPattern::Exact(h)) if *h == host));
+                if !written {
+                    super::egress::allowed(ip, &rt.config.egress_allow).map_err(|reason| {
+                        ProxyError::EgressDenied(format!("{ip} is a {reason} address"))
+                    })?;
+                }
+            }
             let started = std::time::Instant::now();
             let upstream = rt
                 .upstream
@@ -67,18 +78,22 @@ pub async fn handle(
                 .map_err(|e| from_connect(&e))?;
             ex.upstream = Some(started.elapsed());
             let on_upgrade = hyper::upgrade::on(req);
-            let counter = ex.bytes_in.clone();
+            // The tunnel is audited when it closes, with the bytes that crossed it.
+            let record = ex.detach();
+            let shared2 = shared.clone();
             shared.tasks.spawn(async move {
                 let Ok(upgraded) = on_upgrade.await else {
                     return;
                 };
                 let mut client = TokioIo::new(upgraded);
                 let mut upstream = upstream;
-                if let Ok((up, _down)) =
-                    tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                {
-                    counter.fetch_add(up, std::sync::atomic::Ordering::Relaxed);
-                }
+                let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                    .await
+                    .unwrap_or((0, 0));
+                record
+                    .bytes_in
+                    .fetch_add(up, std::sync::atomic::Ordering::Relaxed);
+                record.finish(200, down, &shared2);
             });
             Ok(empty(StatusCode::OK))
         }

@@ -69,6 +69,25 @@ impl Exchange {
         self.skip = true;
     }
 
+    /// Hand the audit record to someone who finishes it later (a tunnel, when it
+    /// closes); this exchange then writes nothing itself.
+    pub fn detach(&mut self) -> Exchange {
+        let mut copy = Exchange::new(&self.method, self.scheme);
+        copy.request_id = self.request_id.clone();
+        copy.trace_id = self.trace_id.clone();
+        copy.start = self.start;
+        copy.ts = self.ts;
+        copy.host = self.host.clone();
+        copy.path = self.path.clone();
+        copy.identity = self.identity.clone();
+        copy.route = self.route.clone();
+        copy.action = self.action;
+        copy.upstream = self.upstream;
+        copy.bytes_in = self.bytes_in.clone();
+        self.skip = true;
+        copy
+    }
+
     pub fn fail(&mut self, e: &ProxyError) {
         self.error = Some(e.code());
         self.denied = e.is_denial();
@@ -107,7 +126,7 @@ impl Exchange {
         })
     }
 
-    fn finish(self, status: u16, bytes_out: u64, shared: &Shared) {
+    pub fn finish(self, status: u16, bytes_out: u64, shared: &Shared) {
         if self.skip {
             return;
         }

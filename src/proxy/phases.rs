@@ -29,11 +29,9 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<AuditedBody>, Infallible> {
     let rt = shared.runtime();
-    let scheme = if conn.intercepted.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    // A CONNECT opens an HTTPS tunnel; it is audited as such.
+    let tls = conn.intercepted.is_some() || req.method() == http::Method::CONNECT;
+    let scheme = if tls { "https" } else { "http" };
     let mut ex = Exchange::new(req.method(), scheme);
     let resp = match process(&shared, &rt, &conn, &mut ex, req).await {
         Ok(resp) => resp,
@@ -70,6 +68,15 @@ async fn process(
     }
     let (mut parts, body) = req.into_parts();
     ex.trace_id = Some(headers::ensure_traceparent(&mut parts.headers));
+
+    // Until the target is known, audit what the client asked for (never the query).
+    ex.host = parts
+        .uri
+        .host()
+        .map(str::to_string)
+        .or_else(|| host_header(&parts.headers))
+        .unwrap_or_default();
+    ex.path = parts.uri.path().to_string();
 
     // target: where the request goes, with its path normalised once.
     let target = target::resolve(
@@ -120,6 +127,7 @@ async fn process(
         )));
     }
     authorize(rt, route.as_deref(), action, identity.as_ref())?;
+    egress_intent(rt, &target, route.as_deref())?;
 
     // resolve: the credential for this route and user.
     let token = match (&route, action) {
@@ -309,6 +317,36 @@ async fn resolve(
                 ProxyError::CredentialStoreUnavailable(m)
             }
         })
+}
+
+fn host_header(h: &http::HeaderMap) -> Option<String> {
+    let v = h.get(http::header::HOST)?.to_str().ok()?;
+    let a: http::uri::Authority = v.parse().ok()?;
+    Some(a.host().trim_matches(['[', ']']).to_ascii_lowercase())
+}
+
+/// A literal-IP destination is the operator's intent only for the route that names
+/// that IP (or a gateway / `upstreams:` entry); any other request to it, such as one
+/// that fell through to `default: passthrough`, is checked like any destination. Host
+/// names are checked by the connector, which resolves once and dials what it checked.
+pub(super) fn egress_intent(
+    rt: &Runtime,
+    target: &Target,
+    route: Option<&RouteSpec>,
+) -> Result<(), ProxyError> {
+    let Ok(ip) = target.host.parse::<std::net::IpAddr>() else {
+        return Ok(());
+    };
+    let written = target.gateway.is_some()
+        || rt.config.upstreams.contains_key(&target.host)
+        || route.is_some_and(
+            |r| matches!(&r.host, Some(crate::policy::HostPattern::Exact(h)) if *h == target.host),
+        );
+    if written {
+        return Ok(());
+    }
+    super::egress::allowed(ip, &rt.config.egress_allow)
+        .map_err(|reason| ProxyError::EgressDenied(format!("{ip} is a {reason} address")))
 }
 
 fn is_upgrade(parts: &http::request::Parts) -> bool {

@@ -92,10 +92,11 @@ impl Secrets {
         for value in headers.values_mut() {
             let mut bytes = value.as_bytes().to_vec();
             if self.mask(&mut bytes)
-                && let Ok(v) = http::HeaderValue::from_bytes(&bytes) {
-                    *value = v;
-                    changed += 1;
-                }
+                && let Ok(v) = http::HeaderValue::from_bytes(&bytes)
+            {
+                *value = v;
+                changed += 1;
+            }
         }
         changed
     }
