@@ -1,14 +1,15 @@
 //! The audit trail: one JSON line per request, written off the request path.
 //!
-//! Records are serialised by the request task and handed to one writer thread over a
-//! channel, which writes them to stdout (or `audit: {file}`) and flushes whenever the
-//! queue runs dry, so a record is visible as soon as the writer is idle. [`AuditSink::
-//! flush`] waits for everything queued before it: shutdown loses nothing.
+//! Records are serialised by the request task into a shared buffer; one writer thread
+//! wakes every few milliseconds and writes the batch to stdout (or `audit: {file}`), so
+//! the request path never pays a thread wake-up or a syscall per record. At shutdown
+//! [`AuditSink::flush`] writes everything queued: nothing is lost.
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -52,14 +53,21 @@ pub fn bounded(value: &str) -> String {
     format!("{}…", &value[..end])
 }
 
-enum Msg {
-    Line(Vec<u8>),
-    Flush(mpsc::SyncSender<()>),
+/// How often the writer thread wakes to write what has been queued. Batching keeps the
+/// request path free of a thread wake-up per record.
+const WRITE_INTERVAL: Duration = Duration::from_millis(20);
+
+struct Queue {
+    buf: Mutex<Vec<u8>>,
+    /// Signalled to ask for an immediate write (flush) or to stop.
+    wake: Condvar,
+    stop: AtomicBool,
 }
 
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<Msg>,
+    queue: Arc<Queue>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl AuditSink {
@@ -74,55 +82,76 @@ impl AuditSink {
             ),
             None => Box::new(std::io::stdout()),
         };
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let queue = Arc::new(Queue {
+            buf: Mutex::new(Vec::with_capacity(64 * 1024)),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let q = queue.clone();
+        let handle = std::thread::Builder::new()
             .name("sidekey-audit".into())
-            .spawn(move || writer(rx, out))?;
-        Ok(AuditSink { tx })
+            .spawn(move || writer(&q, out))?;
+        Ok(AuditSink {
+            queue,
+            writer: Arc::new(Mutex::new(Some(handle))),
+        })
     }
 
+    /// Queue one record; it is written within [`WRITE_INTERVAL`].
     pub fn write(&self, record: &AuditRecord) {
-        match serde_json::to_vec(record) {
-            Ok(mut line) => {
-                line.push(b'\n');
-                if self.tx.send(Msg::Line(line)).is_err() {
-                    tracing::error!("audit writer is gone; record lost");
-                }
+        let mut buf = lock(&self.queue.buf);
+        let before = buf.len();
+        match serde_json::to_writer(&mut *buf, record) {
+            Ok(()) => buf.push(b'\n'),
+            Err(e) => {
+                buf.truncate(before);
+                tracing::error!(error = %e, "cannot serialise audit record");
             }
-            Err(e) => tracing::error!(error = %e, "cannot serialise audit record"),
         }
     }
 
-    /// Block until everything queued so far is written and flushed.
+    /// Write and flush everything queued so far, and stop the writer thread. Called
+    /// once at shutdown, after the last request finished.
     pub fn flush(&self) {
-        let (done_tx, done_rx) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Flush(done_tx)).is_ok() {
-            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(5));
+        self.queue.stop.store(true, Ordering::SeqCst);
+        self.queue.wake.notify_all();
+        if let Some(handle) = lock(&self.writer).take() {
+            let _ = handle.join();
         }
     }
 }
 
-fn writer(rx: mpsc::Receiver<Msg>, out: Box<dyn Write + Send>) {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn writer(q: &Queue, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Line(line) => {
-                    if let Err(e) = out.write_all(&line) {
-                        eprintln!("sidekey: cannot write audit record: {e}");
-                    }
-                }
-                Msg::Flush(done) => {
-                    let _ = out.flush();
-                    let _ = done.send(());
-                }
+    let mut batch = Vec::with_capacity(64 * 1024);
+    loop {
+        let stopping = {
+            let guard = lock(&q.buf);
+            let (mut guard, _) = q
+                .wake
+                .wait_timeout_while(guard, WRITE_INTERVAL, |_| !q.stop.load(Ordering::SeqCst))
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::swap(&mut *guard, &mut batch);
+            q.stop.load(Ordering::SeqCst)
+        };
+        if !batch.is_empty() {
+            if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
+                eprintln!("sidekey: cannot write audit records: {e}");
             }
-            next = rx.try_recv().ok();
+            batch.clear();
         }
-        let _ = out.flush();
+        if stopping {
+            // Records queued after the stop flag (none, once requests have drained)
+            // still get written before the thread ends.
+            let rest = std::mem::take(&mut *lock(&q.buf));
+            let _ = out.write_all(&rest).and_then(|()| out.flush());
+            return;
+        }
     }
-    let _ = out.flush();
 }
 
 #[cfg(test)]
