@@ -40,7 +40,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let audit = AuditSink::start(config.audit_file.as_deref())?;
     let file = config.file.clone();
     let runtime = Runtime::build(config, own.clone()).await?;
-    let credentials = CredentialStore::new(metrics.clone());
+    let credentials = CredentialStore::new(&runtime.config, metrics.clone())?;
     let shared = Arc::new(Shared::new(runtime, credentials, audit.clone(), metrics, proxy_addr));
     let ready = Arc::new(Readiness::default());
 
@@ -71,7 +71,7 @@ pub fn readiness(shared: &Shared) -> Result<(), String> {
     if rt.config.tls.is_some() && rt.ca.is_none() {
         return Err("CA not loaded".into());
     }
-    Ok(())
+    shared.credentials.readiness()
 }
 
 /// Reload on SIGHUP, and when the config file's content changes (this also catches a

@@ -18,7 +18,10 @@ pub async fn fetch(template_path: &Path, user: Option<&str>) -> Result<Token, Cr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CredError::Missing),
         Err(e) => {
             tracing::warn!(path = %path, error = %e, "cannot read credential file");
-            return Err(CredError::Unavailable(format!("cannot read credential file: {}", e.kind())));
+            return Err(CredError::Unavailable(format!(
+                "cannot read credential file: {}",
+                e.kind()
+            )));
         }
     };
     parse(&content)
@@ -26,12 +29,11 @@ pub async fn fetch(template_path: &Path, user: Option<&str>) -> Result<Token, Cr
 
 fn parse(content: &str) -> Result<Token, CredError> {
     let trimmed = content.trim();
-    if trimmed.starts_with('{') {
-        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(trimmed) {
-            if map.contains_key("access_token") {
-                return Token::from_map(&map).map_err(CredError::Invalid);
-            }
-        }
+    if trimmed.starts_with('{')
+        && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(trimmed)
+        && map.contains_key("access_token")
+    {
+        return Token::from_map(&map).map_err(CredError::Invalid);
     }
     if trimmed.is_empty() {
         return Err(CredError::Missing);

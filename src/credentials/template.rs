@@ -47,12 +47,18 @@ mod tests {
 
     #[test]
     fn user_ids_stay_one_segment() {
-        assert_eq!(fill("users/{user}/notion", Some("alice")).unwrap(), "users/alice/notion");
+        assert_eq!(
+            fill("users/{user}/notion", Some("alice")).unwrap(),
+            "users/alice/notion"
+        );
         assert_eq!(fill("u/{user}", Some("../x")).unwrap(), "u/..%2Fx");
         assert_eq!(fill("u/{user}", Some("a/b")).unwrap(), "u/a%2Fb");
         assert_eq!(fill("u/{user}", Some("%2e%2e")).unwrap(), "u/%252e%252e");
         assert_eq!(fill("u/{user}", Some("a\\b")).unwrap(), "u/a%5Cb");
-        assert_eq!(fill("u/{user}", Some("alice@example.com")).unwrap(), "u/alice@example.com");
+        assert_eq!(
+            fill("u/{user}", Some("alice@example.com")).unwrap(),
+            "u/alice@example.com"
+        );
         assert_eq!(fill("u/{user}", Some("..")), None);
         assert_eq!(fill("u/{user}", Some("")), None);
         assert_eq!(fill("u/{user}", None), None);

@@ -29,8 +29,7 @@ impl Token {
 
     /// Time left before `expires_at` (zero once past); `None` without an expiry.
     pub fn remaining(&self, now: SystemTime) -> Option<Duration> {
-        self.expires_at
-            .map(|e| e.duration_since(now).unwrap_or(Duration::ZERO))
+        self.expires_at.map(|e| e.duration_since(now).unwrap_or(Duration::ZERO))
     }
 
     /// Build from a secret map: `access_token` (required), `refresh_token`,
@@ -51,9 +50,7 @@ impl Token {
             Some(v) => Some(parse_expiry(v).ok_or("`expires_at` is not RFC 3339 or unix seconds")?),
         };
         let scopes = match map.get("scopes") {
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|s| s.as_str().map(String::from)).collect()
-            }
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|s| s.as_str().map(String::from)).collect(),
             Some(serde_json::Value::String(s)) => s.split_whitespace().map(String::from).collect(),
             _ => Vec::new(),
         };
@@ -103,16 +100,20 @@ mod tests {
     #[test]
     fn reads_the_secret_map() {
         let m = serde_json::json!({
-            "access_token": "tok", "refresh_token": "r",
+            "access_token": "tok-s3cret", "refresh_token": "rt-s3cret",
             "expires_at": "2030-01-01T00:00:00Z", "scopes": "a b"
         });
         let t = Token::from_map(m.as_object().unwrap()).unwrap();
-        assert_eq!(t.access_token.expose_secret(), "tok");
+        assert_eq!(t.access_token.expose_secret(), "tok-s3cret");
         assert_eq!(t.scopes, vec!["a", "b"]);
         assert_eq!(t.expires_at, Some(UNIX_EPOCH + Duration::from_secs(1_893_456_000)));
         let unix = serde_json::json!({"access_token": "x", "expires_at": 1_893_456_000});
-        assert_eq!(Token::from_map(unix.as_object().unwrap()).unwrap().expires_at, t.expires_at);
+        assert_eq!(
+            Token::from_map(unix.as_object().unwrap()).unwrap().expires_at,
+            t.expires_at
+        );
         assert!(Token::from_map(serde_json::json!({"token": "x"}).as_object().unwrap()).is_err());
-        assert!(!format!("{t:?}").contains("tok"));
+        let dbg = format!("{t:?}");
+        assert!(!dbg.contains("s3cret"), "{dbg}");
     }
 }
