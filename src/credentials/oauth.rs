@@ -40,12 +40,13 @@ pub struct HttpTokenEndpoint {
 
 impl HttpTokenEndpoint {
     pub fn new(roots: &Roots) -> anyhow::Result<Self> {
-        let tls = crate::tls::client_config_http1(roots.system, &roots.bundles)?;
+        let mut tls = (*crate::tls::client_config_http1(roots.system, &roots.bundles)?).clone();
+        tls.alpn_protocols.clear(); // hyper-rustls sets ALPN itself
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(REQUEST_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
