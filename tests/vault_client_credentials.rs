@@ -12,7 +12,11 @@ async fn one_token_fetch_for_many_calls() {
     let bao = OpenBao::start().await;
     let up = Upstream::start().await;
     let secret = random_token("rippling-secret");
-    bao.kv_put("claws/rippling", serde_json::json!({"client_secret": secret})).await;
+    bao.kv_put(
+        "claws/rippling",
+        serde_json::json!({"client_secret": secret}),
+    )
+    .await;
     let oauth = TokenServer::start("rippling-app", &secret, 3600, Duration::from_millis(100)).await;
     let dir = tempfile::tempdir().unwrap();
     let id_file = dir.path().join("client_id");
@@ -31,7 +35,13 @@ async fn one_token_fetch_for_many_calls() {
     match: {host: api.test}
     auth: claw
     credential: rippling-service";
-    let yaml = config(&bao.url(), "{method: token, token_env: VAULT_TOKEN}", up.addr, &creds, routes);
+    let yaml = config(
+        &bao.url(),
+        "{method: token, token_env: VAULT_TOKEN}",
+        up.addr,
+        &creds,
+        routes,
+    );
     let sk = Sidekey::start(&yaml, &[("VAULT_TOKEN", &bao.root_token)]).await;
     sk.wait_ready(200, 30).await;
 
@@ -40,16 +50,33 @@ async fn one_token_fetch_for_many_calls() {
         assert_eq!(r.status, 200, "{}", r.body);
     }
     for _ in 0..10 {
-        assert_eq!(sk.get(Some("anyone"), "http://api.test/platform/api/employees").await.status, 200);
+        assert_eq!(
+            sk.get(Some("anyone"), "http://api.test/platform/api/employees")
+                .await
+                .status,
+            200
+        );
     }
     assert_eq!(oauth.hits(), (0, 1, 0), "the token endpoint was hit once");
     let issued = oauth.issued();
     let auths = up.auths();
     assert_eq!(auths.len(), 20);
-    assert!(auths.iter().all(|a| a.as_deref() == Some(&format!("Bearer {}", issued[0]))));
+    assert!(
+        auths
+            .iter()
+            .all(|a| a.as_deref() == Some(&format!("Bearer {}", issued[0])))
+    );
     let m = "sidekey_credential_lookups_total";
-    assert_eq!(sk.metric(m, &["credential=\"rippling-service\"", "result=\"miss\""]).await, 1.0);
-    assert_eq!(sk.metric(m, &["credential=\"rippling-service\"", "result=\"hit\""]).await, 19.0);
+    assert_eq!(
+        sk.metric(m, &["credential=\"rippling-service\"", "result=\"miss\""])
+            .await,
+        1.0
+    );
+    assert_eq!(
+        sk.metric(m, &["credential=\"rippling-service\"", "result=\"hit\""])
+            .await,
+        19.0
+    );
     let mut secrets = issued;
     secrets.extend([secret, bao.root_token.clone()]);
     sk.assert_no_secrets(&secrets).await;

@@ -49,7 +49,12 @@ pub enum KvError {
 pub trait Kv: Send + Sync + 'static {
     fn read<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Versioned, KvError>>;
     /// Write `data` only if the secret is still at version `cas`; the new version.
-    fn write_cas<'a>(&'a self, path: &'a str, data: SecretMap, cas: u64) -> BoxFuture<'a, Result<u64, KvError>>;
+    fn write_cas<'a>(
+        &'a self,
+        path: &'a str,
+        data: SecretMap,
+        cas: u64,
+    ) -> BoxFuture<'a, Result<u64, KvError>>;
     /// Whether the store is logged in and was reachable at the last contact.
     fn health(&self) -> Result<(), String>;
 }

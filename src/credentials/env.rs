@@ -9,8 +9,8 @@ pub fn fetch(var: &str) -> Result<Token, CredError> {
             tracing::warn!(env = var, "credential environment variable is not set");
             Err(CredError::Missing)
         }
-        Err(std::env::VarError::NotUnicode(_)) => {
-            Err(CredError::Invalid(format!("environment variable {var} is not UTF-8")))
-        }
+        Err(std::env::VarError::NotUnicode(_)) => Err(CredError::Invalid(format!(
+            "environment variable {var} is not UTF-8"
+        ))),
     }
 }

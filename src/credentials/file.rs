@@ -54,8 +54,14 @@ mod tests {
         let t = dir.path().join("{user}.txt");
         let a = fetch(&t, Some("alice")).await.unwrap();
         assert_eq!(a.access_token.expose_secret(), "tok-a");
-        assert!(matches!(fetch(&t, Some("bob")).await, Err(CredError::Missing)));
-        assert!(matches!(fetch(&t, Some("../alice")).await, Err(CredError::Missing)));
+        assert!(matches!(
+            fetch(&t, Some("bob")).await,
+            Err(CredError::Missing)
+        ));
+        assert!(matches!(
+            fetch(&t, Some("../alice")).await,
+            Err(CredError::Missing)
+        ));
         let j = dir.path().join("{user}.json");
         let b = fetch(&j, Some("bob")).await.unwrap();
         assert_eq!(b.access_token.expose_secret(), "tok-b");

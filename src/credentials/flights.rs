@@ -52,7 +52,10 @@ impl<K: Eq + Hash> Drop for Flight<'_, K> {
         let mut locks = self.flights.locks.lock().unwrap_or_else(|p| p.into_inner());
         self.guard.take();
         // Only the map's own reference left: nobody holds or waits for this key.
-        if locks.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
+        if locks
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
             locks.remove(&self.key);
         }
     }

@@ -78,7 +78,11 @@ impl Key {
     fn new(spec: &CredentialSpec, user: Option<&str>) -> Self {
         Key {
             credential: spec.name.clone(),
-            user: if spec.per_user() { user.map(Arc::from) } else { None },
+            user: if spec.per_user() {
+                user.map(Arc::from)
+            } else {
+                None
+            },
         }
     }
 }
@@ -99,7 +103,12 @@ impl Entry {
             None => (spec.cache_ttl, spec.cache_ttl + STALE_GRACE),
             Some(left) => {
                 let usable = left.saturating_sub(STALE_LIMIT);
-                (left.saturating_sub(EXPIRY_MARGIN).max(RETRY_FRESH).min(usable), usable)
+                (
+                    left.saturating_sub(EXPIRY_MARGIN)
+                        .max(RETRY_FRESH)
+                        .min(usable),
+                    usable,
+                )
             }
         };
         let now = Instant::now();
@@ -116,7 +125,12 @@ impl Entry {
 struct EntryExpiry;
 
 impl Expiry<Key, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _k: &Key, v: &Entry, _now: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &Key,
+        v: &Entry,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
         Some(v.ttl)
     }
 }
@@ -143,7 +157,11 @@ impl CredentialStore {
     }
 
     /// A store over given backends (tests use in-memory ones).
-    pub fn with_backends(kv: Option<Arc<dyn Kv>>, oauth: Arc<dyn TokenEndpoint>, metrics: Arc<Metrics>) -> Self {
+    pub fn with_backends(
+        kv: Option<Arc<dyn Kv>>,
+        oauth: Arc<dyn TokenEndpoint>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let cache = Cache::builder()
             .max_capacity(MAX_ENTRIES)
             .expire_after(EntryExpiry)
@@ -159,7 +177,11 @@ impl CredentialStore {
     }
 
     /// The token for `spec` (and `user`, for per-user credentials).
-    pub async fn get(&self, spec: &Arc<CredentialSpec>, user: Option<&str>) -> Result<Arc<Token>, CredError> {
+    pub async fn get(
+        &self,
+        spec: &Arc<CredentialSpec>,
+        user: Option<&str>,
+    ) -> Result<Arc<Token>, CredError> {
         let key = Key::new(spec, user);
         if let Some(e) = self.fresh(&key).await {
             self.count(spec, "hit");
@@ -212,11 +234,16 @@ impl CredentialStore {
 
     fn warm(&self) -> bool {
         let now = Instant::now();
-        self.cache.iter().any(|(_, e)| e.from_vault && now < e.usable_until)
+        self.cache
+            .iter()
+            .any(|(_, e)| e.from_vault && now < e.usable_until)
     }
 
     async fn fresh(&self, key: &Key) -> Option<Entry> {
-        self.cache.get(key).await.filter(|e| Instant::now() < e.fresh_until)
+        self.cache
+            .get(key)
+            .await
+            .filter(|e| Instant::now() < e.fresh_until)
     }
 
     /// Look up (under the key's flight lock) and cache; on an outage keep serving
@@ -237,7 +264,11 @@ impl CredentialStore {
                 self.count(spec, "miss");
                 Ok(token)
             }
-            Err(CredError::Unavailable(why)) if current.as_ref().is_some_and(|e| Instant::now() < e.usable_until) => {
+            Err(CredError::Unavailable(why))
+                if current
+                    .as_ref()
+                    .is_some_and(|e| Instant::now() < e.usable_until) =>
+            {
                 tracing::warn!(credential = %spec.name, reason = %why, "credential store unavailable; serving the cached credential");
                 self.count(spec, "hit");
                 current.map(|e| e.token).ok_or(CredError::Missing)
@@ -273,16 +304,24 @@ impl CredentialStore {
                 };
                 return refresh::load_vault(&ctx, spec, &path, refresh.as_ref(), rejected).await;
             }
-            SourceSpec::ClientCredentials(client) => return refresh::client_credentials(&ctx, spec, client).await,
+            SourceSpec::ClientCredentials(client) => {
+                return refresh::client_credentials(&ctx, spec, client).await;
+            }
         };
         match rejected {
             Some(r) if refresh::same_token(&token, r) => Err(CredError::Expired),
-            _ if token.remaining(SystemTime::now()).is_some_and(|l| l <= STALE_LIMIT) => Err(CredError::Expired),
+            _ if token
+                .remaining(SystemTime::now())
+                .is_some_and(|l| l <= STALE_LIMIT) =>
+            {
+                Err(CredError::Expired)
+            }
             _ => Ok(token),
         }
     }
 
     fn count(&self, spec: &CredentialSpec, result: &str) {
-        self.metrics.credential_lookup(&spec.name, spec.source_name(), result);
+        self.metrics
+            .credential_lookup(&spec.name, spec.source_name(), result);
     }
 }

@@ -30,7 +30,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_RESPONSE: usize = 64 * 1024;
 
 /// `application/x-www-form-urlencoded` leaves these unescaped.
-const FORM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'*');
+const FORM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'*');
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -54,7 +58,12 @@ impl HttpTokenEndpoint {
         Ok(HttpTokenEndpoint { client })
     }
 
-    async fn exchange(&self, c: &OAuthClient, creds: ClientCreds, grant: Grant<'_>) -> Result<Token, OAuthError> {
+    async fn exchange(
+        &self,
+        c: &OAuthClient,
+        creds: ClientCreds,
+        grant: Grant<'_>,
+    ) -> Result<Token, OAuthError> {
         let req = build_request(c, &creds, &grant)?;
         let sent = tokio::time::timeout(REQUEST_TIMEOUT, async {
             let resp = self.client.request(req).await.map_err(|e| {
@@ -65,7 +74,11 @@ impl HttpTokenEndpoint {
             let body = Limited::new(resp.into_body(), MAX_RESPONSE)
                 .collect()
                 .await
-                .map_err(|_| OAuthError::Unavailable("token endpoint response unreadable or too large".into()))?
+                .map_err(|_| {
+                    OAuthError::Unavailable(
+                        "token endpoint response unreadable or too large".into(),
+                    )
+                })?
                 .to_bytes();
             Ok::<_, OAuthError>((status, body))
         })
@@ -87,7 +100,9 @@ impl HttpTokenEndpoint {
             });
         }
         let Some(serde_json::Value::Object(map)) = json else {
-            return Err(OAuthError::Rejected("token response is not a JSON object".into()));
+            return Err(OAuthError::Rejected(
+                "token response is not a JSON object".into(),
+            ));
         };
         parse_token(&map, &grant, c)
     }
@@ -104,7 +119,11 @@ impl TokenEndpoint for HttpTokenEndpoint {
     }
 }
 
-fn build_request(c: &OAuthClient, creds: &ClientCreds, grant: &Grant<'_>) -> Result<Request<Full<Bytes>>, OAuthError> {
+fn build_request(
+    c: &OAuthClient,
+    creds: &ClientCreds,
+    grant: &Grant<'_>,
+) -> Result<Request<Full<Bytes>>, OAuthError> {
     let mut form: Vec<(&str, &str)> = Vec::new();
     let scope = c.scopes.join(" ");
     match grant {
@@ -140,8 +159,9 @@ fn build_request(c: &OAuthClient, creds: &ClientCreds, grant: &Grant<'_>) -> Res
                     .unwrap_or_default()
             );
             let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
-            let mut v = HeaderValue::from_str(&format!("Basic {b64}"))
-                .map_err(|_| OAuthError::Rejected("client credentials are not a valid header".into()))?;
+            let mut v = HeaderValue::from_str(&format!("Basic {b64}")).map_err(|_| {
+                OAuthError::Rejected("client credentials are not a valid header".into())
+            })?;
             v.set_sensitive(true);
             builder = builder.header(header::AUTHORIZATION, v);
         }
@@ -180,7 +200,10 @@ fn parse_token(
         .ok_or_else(|| OAuthError::Rejected("token response has no access_token".into()))?;
     let expires_at = map
         .get("expires_in")
-        .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        })
         .map(|secs| SystemTime::now() + Duration::from_secs(secs));
     // A refresh response without a new refresh token keeps the old one (RFC 6749 6).
     let refresh_token = match map
@@ -228,8 +251,16 @@ mod tests {
             id: SecretString::from("id:1".to_string()),
             secret: Some(SecretString::from("s&2".to_string())),
         };
-        let req = build_request(&client(ClientAuth::Basic), &creds(), &Grant::ClientCredentials).unwrap();
-        let auth = req.headers()[header::AUTHORIZATION].to_str().unwrap().to_string();
+        let req = build_request(
+            &client(ClientAuth::Basic),
+            &creds(),
+            &Grant::ClientCredentials,
+        )
+        .unwrap();
+        let auth = req.headers()[header::AUTHORIZATION]
+            .to_str()
+            .unwrap()
+            .to_string();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.trim_start_matches("Basic "))
             .unwrap();
@@ -238,7 +269,12 @@ mod tests {
         assert_eq!(&body[..], b"grant_type=client_credentials&scope=a+b+c");
 
         let rt = SecretString::from("r/1".to_string());
-        let req = build_request(&client(ClientAuth::Body), &creds(), &Grant::RefreshToken(&rt)).unwrap();
+        let req = build_request(
+            &client(ClientAuth::Body),
+            &creds(),
+            &Grant::RefreshToken(&rt),
+        )
+        .unwrap();
         assert!(req.headers().get(header::AUTHORIZATION).is_none());
         let body = req.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(

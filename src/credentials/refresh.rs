@@ -58,12 +58,20 @@ pub async fn load_vault(
     }
     let forced = rejected.is_some();
     let (Some(client), Some(rt)) = (refresh, token.refresh_token.clone()) else {
-        return if forced { Err(CredError::Expired) } else { usable(token) };
+        return if forced {
+            Err(CredError::Expired)
+        } else {
+            usable(token)
+        };
     };
     let creds = client_creds(ctx.secrets, client).await?;
     let version = token.version.unwrap_or(0);
     let name = &*spec.name;
-    match ctx.oauth.request(client, creds, Grant::RefreshToken(&rt)).await {
+    match ctx
+        .oauth
+        .request(client, creds, Grant::RefreshToken(&rt))
+        .await
+    {
         Ok(mut fresh) => match kv.write_cas(path, merged(data, &fresh), version).await {
             Ok(v) => {
                 ctx.metrics.token_refresh(name, "success");
@@ -127,7 +135,11 @@ pub async fn client_credentials(
 ) -> Result<Token, CredError> {
     let creds = client_creds(ctx.secrets, client).await?;
     let name = &*spec.name;
-    match ctx.oauth.request(client, creds, Grant::ClientCredentials).await {
+    match ctx
+        .oauth
+        .request(client, creds, Grant::ClientCredentials)
+        .await
+    {
         Ok(t) => {
             ctx.metrics.token_refresh(name, "success");
             tracing::debug!(credential = name, "fetched a client-credentials token");
@@ -147,7 +159,9 @@ pub async fn client_credentials(
 async fn read(kv: &dyn Kv, path: &str) -> Result<(Token, SecretMap), CredError> {
     let v = kv.read(path).await.map_err(|e| match e {
         KvError::NotFound => CredError::Missing,
-        KvError::Forbidden => CredError::Unavailable("Vault policy denies reading this credential (403)".into()),
+        KvError::Forbidden => {
+            CredError::Unavailable("Vault policy denies reading this credential (403)".into())
+        }
         KvError::CasMismatch => CredError::Unavailable("unexpected Vault answer".into()),
         KvError::Unavailable(m) => CredError::Unavailable(m),
     })?;
@@ -156,7 +170,11 @@ async fn read(kv: &dyn Kv, path: &str) -> Result<(Token, SecretMap), CredError> 
     Ok((token, v.data))
 }
 
-async fn wait_for_rotation(kv: &dyn Kv, path: &str, version: u64) -> Result<Option<Token>, CredError> {
+async fn wait_for_rotation(
+    kv: &dyn Kv,
+    path: &str,
+    version: u64,
+) -> Result<Option<Token>, CredError> {
     for ms in ROTATION_WAITS_MS {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         let (t, _) = read(kv, path).await?;

@@ -82,7 +82,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("id");
         std::fs::write(&f, "file-id\n").unwrap();
-        assert_eq!(r.resolve(&SecretRef::File(f)).await.unwrap().expose_secret(), "file-id");
+        assert_eq!(
+            r.resolve(&SecretRef::File(f))
+                .await
+                .unwrap()
+                .expose_secret(),
+            "file-id"
+        );
         let v = SecretRef::Vault {
             path: "claws/x".into(),
             field: "client_secret".into(),
@@ -92,8 +98,14 @@ mod tests {
             path: "claws/x".into(),
             field: "nope".into(),
         };
-        assert!(matches!(r.resolve(&nofield).await, Err(CredError::Invalid(_))));
+        assert!(matches!(
+            r.resolve(&nofield).await,
+            Err(CredError::Invalid(_))
+        ));
         let unset = SecretRef::Env("SIDEKEY_TEST_SURELY_UNSET_VAR".into());
-        assert!(matches!(r.resolve(&unset).await, Err(CredError::Invalid(_))));
+        assert!(matches!(
+            r.resolve(&unset).await,
+            Err(CredError::Invalid(_))
+        ));
     }
 }

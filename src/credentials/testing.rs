@@ -10,7 +10,9 @@ use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::Token;
-use super::backend::{ClientCreds, Grant, Kv, KvError, OAuthError, SecretMap, TokenEndpoint, Versioned};
+use super::backend::{
+    ClientCreds, Grant, Kv, KvError, OAuthError, SecretMap, TokenEndpoint, Versioned,
+};
 use crate::config::OAuthClient;
 
 #[derive(Default)]
@@ -27,7 +29,10 @@ impl MemKv {
     pub fn put(&self, path: &str, v: serde_json::Value) -> u64 {
         let mut d = self.data.lock().unwrap();
         let version = d.get(path).map(|e| e.1).unwrap_or(0) + 1;
-        d.insert(path.into(), (v.as_object().cloned().unwrap_or_default(), version));
+        d.insert(
+            path.into(),
+            (v.as_object().cloned().unwrap_or_default(), version),
+        );
         version
     }
 
@@ -37,7 +42,12 @@ impl MemKv {
     }
 
     pub fn version(&self, path: &str) -> u64 {
-        self.data.lock().unwrap().get(path).map(|e| e.1).unwrap_or(0)
+        self.data
+            .lock()
+            .unwrap()
+            .get(path)
+            .map(|e| e.1)
+            .unwrap_or(0)
     }
 
     async fn latency(&self) -> Result<(), KvError> {
@@ -63,7 +73,12 @@ impl Kv for MemKv {
         })
     }
 
-    fn write_cas<'a>(&'a self, path: &'a str, data: SecretMap, cas: u64) -> BoxFuture<'a, Result<u64, KvError>> {
+    fn write_cas<'a>(
+        &'a self,
+        path: &'a str,
+        data: SecretMap,
+        cas: u64,
+    ) -> BoxFuture<'a, Result<u64, KvError>> {
         Box::pin(async move {
             self.latency().await?;
             self.writes.fetch_add(1, Ordering::SeqCst);
@@ -123,7 +138,9 @@ impl TokenEndpoint for FakeOAuth {
             self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
             if self.down.load(Ordering::Relaxed) {
-                return Err(OAuthError::Unavailable("cannot reach the token endpoint".into()));
+                return Err(OAuthError::Unavailable(
+                    "cannot reach the token endpoint".into(),
+                ));
             }
             let mut v = self.valid.lock().unwrap();
             if let Grant::RefreshToken(rt) = grant

@@ -74,7 +74,10 @@ fn rig_with(kv: Arc<MemKv>, oauth: Arc<FakeOAuth>) -> Rig {
 }
 
 fn rig() -> Rig {
-    rig_with(Arc::new(MemKv::default()), Arc::new(FakeOAuth::new(3600, &["rt-0"])))
+    rig_with(
+        Arc::new(MemKv::default()),
+        Arc::new(FakeOAuth::new(3600, &["rt-0"])),
+    )
 }
 
 fn lookups(m: &Metrics, result: &str) -> u64 {
@@ -84,7 +87,9 @@ fn lookups(m: &Metrics, result: &str) -> u64 {
 }
 
 fn refreshes(m: &Metrics, result: &str) -> u64 {
-    m.token_refreshes.with_label_values(&["notion", result]).get()
+    m.token_refreshes
+        .with_label_values(&["notion", result])
+        .get()
 }
 
 #[tokio::test(start_paused = true)]
@@ -113,9 +118,18 @@ async fn cached_until_expiry_minus_margin() {
         2,
         "re-read once past expires_at - margin"
     );
-    assert_eq!((lookups(&r.metrics, "hit"), lookups(&r.metrics, "miss")), (2, 2));
-    assert!(matches!(r.store.get(&s, Some("bob")).await, Err(CredError::Missing)));
-    assert!(matches!(r.store.get(&s, Some("..")).await, Err(CredError::Missing)));
+    assert_eq!(
+        (lookups(&r.metrics, "hit"), lookups(&r.metrics, "miss")),
+        (2, 2)
+    );
+    assert!(matches!(
+        r.store.get(&s, Some("bob")).await,
+        Err(CredError::Missing)
+    ));
+    assert!(matches!(
+        r.store.get(&s, Some("..")).await,
+        Err(CredError::Missing)
+    ));
     assert_eq!(lookups(&r.metrics, "error"), 2);
 }
 
@@ -172,7 +186,10 @@ async fn near_expiry_refreshes_once_and_writes_back_with_cas() {
         r.kv.field("users/alice/notion", "refresh_token").as_deref(),
         Some("rt-1")
     );
-    assert_eq!(r.kv.field("users/alice/notion", "note").as_deref(), Some("kept"));
+    assert_eq!(
+        r.kv.field("users/alice/notion", "note").as_deref(),
+        Some("kept")
+    );
     assert_eq!(refreshes(&r.metrics, "success"), 1);
     // The refreshed token (1h) is now cached: no further reads or refreshes.
     tokio::time::advance(Duration::from_secs(3000)).await;
@@ -188,22 +205,43 @@ async fn two_stores_race_one_rotation() {
     let b = rig_with(kv.clone(), oauth.clone());
     kv.put("users/alice/notion", secret("old", "rt-0", 10));
     let s = vault_spec(true);
-    let (ta, tb) = tokio::join!(a.store.get(&s, Some("alice")), b.store.get(&s, Some("alice")));
+    let (ta, tb) = tokio::join!(
+        a.store.get(&s, Some("alice")),
+        b.store.get(&s, Some("alice"))
+    );
     let (ta, tb) = (ta.unwrap(), tb.unwrap());
-    assert_eq!(ta.access_token.expose_secret(), tb.access_token.expose_secret());
+    assert_eq!(
+        ta.access_token.expose_secret(),
+        tb.access_token.expose_secret()
+    );
     let stored_rt = kv.field("users/alice/notion", "refresh_token").unwrap();
-    assert!(oauth.is_valid(&stored_rt), "the stored refresh token is the live one");
+    assert!(
+        oauth.is_valid(&stored_rt),
+        "the stored refresh token is the live one"
+    );
     let total = |m: &Metrics, res| refreshes(m, res);
-    assert_eq!(total(&a.metrics, "success") + total(&b.metrics, "success"), 1);
-    assert_eq!(total(&a.metrics, "conflict") + total(&b.metrics, "conflict"), 1);
+    assert_eq!(
+        total(&a.metrics, "success") + total(&b.metrics, "success"),
+        1
+    );
+    assert_eq!(
+        total(&a.metrics, "conflict") + total(&b.metrics, "conflict"),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn revoked_refresh_token_is_expired() {
-    let r = rig_with(Arc::new(MemKv::default()), Arc::new(FakeOAuth::new(3600, &[])));
+    let r = rig_with(
+        Arc::new(MemKv::default()),
+        Arc::new(FakeOAuth::new(3600, &[])),
+    );
     r.kv.put("users/alice/notion", secret("old", "rt-revoked", 0));
     let s = vault_spec(true);
-    assert!(matches!(r.store.get(&s, Some("alice")).await, Err(CredError::Expired)));
+    assert!(matches!(
+        r.store.get(&s, Some("alice")).await,
+        Err(CredError::Expired)
+    ));
     assert_eq!(refreshes(&r.metrics, "invalid_grant"), 1);
     // Without refresh configured an expired secret is expired too.
     assert!(matches!(
@@ -276,7 +314,10 @@ async fn outage_serves_usable_cache_only() {
         r.store.get(&s, Some("alice")).await,
         Err(CredError::Unavailable(_))
     ));
-    assert!(r.store.readiness().is_err(), "Vault down and nothing usable cached");
+    assert!(
+        r.store.readiness().is_err(),
+        "Vault down and nothing usable cached"
+    );
     r.kv.down.store(false, Ordering::Relaxed);
     assert!(r.store.get(&s, Some("alice")).await.is_ok());
 }
@@ -287,23 +328,41 @@ async fn client_credentials_cached_until_expiry() {
     let s = spec("svc", SourceSpec::ClientCredentials(oauth_client()));
     for _ in 0..10 {
         assert_eq!(
-            r.store.get(&s, None).await.unwrap().access_token.expose_secret(),
+            r.store
+                .get(&s, None)
+                .await
+                .unwrap()
+                .access_token
+                .expose_secret(),
             "at-1"
         );
     }
     assert_eq!(r.oauth.calls.load(Ordering::SeqCst), 1);
     tokio::time::advance(Duration::from_secs(3541)).await;
     assert_eq!(
-        r.store.get(&s, None).await.unwrap().access_token.expose_secret(),
+        r.store
+            .get(&s, None)
+            .await
+            .unwrap()
+            .access_token
+            .expose_secret(),
         "at-2"
     );
     // Token endpoint down near expiry: the still-valid token keeps serving.
     r.oauth.down.store(true, Ordering::Relaxed);
     tokio::time::advance(Duration::from_secs(3541)).await;
     assert_eq!(
-        r.store.get(&s, None).await.unwrap().access_token.expose_secret(),
+        r.store
+            .get(&s, None)
+            .await
+            .unwrap()
+            .access_token
+            .expose_secret(),
         "at-2"
     );
     let cold = spec("svc2", SourceSpec::ClientCredentials(oauth_client()));
-    assert!(matches!(r.store.get(&cold, None).await, Err(CredError::Unavailable(_))));
+    assert!(matches!(
+        r.store.get(&cold, None).await,
+        Err(CredError::Unavailable(_))
+    ));
 }

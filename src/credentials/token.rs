@@ -29,7 +29,8 @@ impl Token {
 
     /// Time left before `expires_at` (zero once past); `None` without an expiry.
     pub fn remaining(&self, now: SystemTime) -> Option<Duration> {
-        self.expires_at.map(|e| e.duration_since(now).unwrap_or(Duration::ZERO))
+        self.expires_at
+            .map(|e| e.duration_since(now).unwrap_or(Duration::ZERO))
     }
 
     /// Build from a secret map: `access_token` (required), `refresh_token`,
@@ -50,7 +51,10 @@ impl Token {
             Some(v) => Some(parse_expiry(v).ok_or("`expires_at` is not RFC 3339 or unix seconds")?),
         };
         let scopes = match map.get("scopes") {
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|s| s.as_str().map(String::from)).collect(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect(),
             Some(serde_json::Value::String(s)) => s.split_whitespace().map(String::from).collect(),
             _ => Vec::new(),
         };
@@ -71,7 +75,11 @@ pub fn parse_expiry(v: &serde_json::Value) -> Option<SystemTime> {
         serde_json::Value::String(s) => match s.trim().parse::<f64>() {
             Ok(n) => n,
             Err(_) => {
-                let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()?;
+                let t = time::OffsetDateTime::parse(
+                    s.trim(),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()?;
                 t.unix_timestamp() as f64
             }
         },
@@ -85,10 +93,16 @@ pub fn parse_expiry(v: &serde_json::Value) -> Option<SystemTime> {
 
 /// RFC 3339 text for a time (for write-back).
 pub fn format_expiry(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     time::OffsetDateTime::from_unix_timestamp(secs as i64)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| secs.to_string())
 }
 
@@ -106,10 +120,15 @@ mod tests {
         let t = Token::from_map(m.as_object().unwrap()).unwrap();
         assert_eq!(t.access_token.expose_secret(), "tok-s3cret");
         assert_eq!(t.scopes, vec!["a", "b"]);
-        assert_eq!(t.expires_at, Some(UNIX_EPOCH + Duration::from_secs(1_893_456_000)));
+        assert_eq!(
+            t.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_893_456_000))
+        );
         let unix = serde_json::json!({"access_token": "x", "expires_at": 1_893_456_000});
         assert_eq!(
-            Token::from_map(unix.as_object().unwrap()).unwrap().expires_at,
+            Token::from_map(unix.as_object().unwrap())
+                .unwrap()
+                .expires_at,
             t.expires_at
         );
         assert!(Token::from_map(serde_json::json!({"token": "x"}).as_object().unwrap()).is_err());

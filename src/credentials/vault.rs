@@ -56,13 +56,21 @@ impl VaultKv {
         let mut b = VaultClientSettingsBuilder::default();
         b.address(&cfg.address)
             .token(String::new())
-            .ca_certs(cfg.ca_cert.iter().map(|p| p.to_string_lossy().into_owned()).collect())
+            .ca_certs(
+                cfg.ca_cert
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect(),
+            )
             .identity(None)
             .verify(true)
             .timeout(Some(cfg.timeout))
             .namespace(cfg.namespace.clone());
-        let settings = b.build().map_err(|e| VaultSetupError::Client(e.to_string()))?;
-        let client = VaultClient::new(settings).map_err(|e| VaultSetupError::Client(setup_error(&e)))?;
+        let settings = b
+            .build()
+            .map_err(|e| VaultSetupError::Client(e.to_string()))?;
+        let client =
+            VaultClient::new(settings).map_err(|e| VaultSetupError::Client(setup_error(&e)))?;
         let kv = Arc::new(VaultKv {
             cfg: cfg.clone(),
             client: RwLock::new(client),
@@ -71,7 +79,10 @@ impl VaultKv {
             login: Mutex::new(LoginState::default()),
             kick: Arc::new(Notify::new()),
         });
-        tokio::spawn(super::vault_auth::maintain(Arc::downgrade(&kv), kv.kick.clone()));
+        tokio::spawn(super::vault_auth::maintain(
+            Arc::downgrade(&kv),
+            kv.kick.clone(),
+        ));
         Ok(kv)
     }
 
@@ -96,7 +107,8 @@ impl VaultKv {
     }
 
     async fn write_once(&self, path: &str, data: &SecretMap, cas: u64) -> Result<u64, KvError> {
-        let cas = u32::try_from(cas).map_err(|_| KvError::Unavailable("KV version out of range".into()))?;
+        let cas = u32::try_from(cas)
+            .map_err(|_| KvError::Unavailable("KV version out of range".into()))?;
         let ep = SetSecretRequest::builder()
             .mount(self.cfg.kv_mount.as_str())
             .path(path)
@@ -165,13 +177,17 @@ impl VaultKv {
                 answered(403);
                 Err(KvError::Forbidden)
             }
-            ClientError::APIError { code: 400, errors } if errors.iter().any(|m| m.contains("check-and-set")) => {
+            ClientError::APIError { code: 400, errors }
+                if errors.iter().any(|m| m.contains("check-and-set")) =>
+            {
                 answered(400);
                 Err(KvError::CasMismatch)
             }
             ClientError::APIError { code, .. } => {
                 answered(code);
-                Err(KvError::Unavailable(format!("Vault answered status {code}")))
+                Err(KvError::Unavailable(format!(
+                    "Vault answered status {code}"
+                )))
             }
             ClientError::RestClientError { .. } => {
                 self.reachable.store(false, Ordering::Relaxed);
@@ -190,7 +206,12 @@ impl Kv for VaultKv {
         Box::pin(self.with_relogin(path, move || Box::pin(self.read_once(path))))
     }
 
-    fn write_cas<'a>(&'a self, path: &'a str, data: SecretMap, cas: u64) -> BoxFuture<'a, Result<u64, KvError>> {
+    fn write_cas<'a>(
+        &'a self,
+        path: &'a str,
+        data: SecretMap,
+        cas: u64,
+    ) -> BoxFuture<'a, Result<u64, KvError>> {
         Box::pin(async move {
             let data = &data;
             self.with_relogin(path, move || Box::pin(self.write_once(path, data, cas)))
@@ -212,8 +233,12 @@ impl Kv for VaultKv {
 /// A client-construction error as text, without any payload it may carry.
 fn setup_error(e: &ClientError) -> String {
     match e {
-        ClientError::FileReadError { path, source } => format!("cannot read {path}: {}", source.kind()),
-        ClientError::ParseCertificateError { path, .. } => format!("{path} is not a PEM certificate bundle"),
+        ClientError::FileReadError { path, source } => {
+            format!("cannot read {path}: {}", source.kind())
+        }
+        ClientError::ParseCertificateError { path, .. } => {
+            format!("{path} is not a PEM certificate bundle")
+        }
         other => other.to_string(),
     }
 }

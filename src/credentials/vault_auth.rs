@@ -67,7 +67,10 @@ impl VaultKv {
         if self.logged_in.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if st.last_attempt.is_some_and(|t| t.elapsed() < MIN_LOGIN_INTERVAL) {
+        if st
+            .last_attempt
+            .is_some_and(|t| t.elapsed() < MIN_LOGIN_INTERVAL)
+        {
             return Err(KvError::Unavailable("not logged in to Vault".into()));
         }
         self.login_locked(&mut st)
@@ -121,13 +124,21 @@ impl VaultKv {
                 let role_id = env_secret(role_id_env)?;
                 let secret_id = env_secret(secret_id_env)?;
                 let client = self.client.read().await;
-                let r =
-                    vaultrs::auth::approle::login(&*client, mount, role_id.expose_secret(), secret_id.expose_secret())
-                        .await;
+                let r = vaultrs::auth::approle::login(
+                    &*client,
+                    mount,
+                    role_id.expose_secret(),
+                    secret_id.expose_secret(),
+                )
+                .await;
                 drop(client);
                 SecretString::from(self.login_result(r)?.client_token)
             }
-            VaultAuth::Kubernetes { mount, role, jwt_file } => {
+            VaultAuth::Kubernetes {
+                mount,
+                role,
+                jwt_file,
+            } => {
                 let jwt = tokio::fs::read_to_string(jwt_file).await.map_err(|e| {
                     LoginError::Config(format!(
                         "cannot read service-account token {}: {}",
@@ -137,7 +148,9 @@ impl VaultKv {
                 })?;
                 let jwt = SecretString::from(jwt.trim().to_string());
                 let client = self.client.read().await;
-                let r = vaultrs::auth::kubernetes::login(&*client, mount, role, jwt.expose_secret()).await;
+                let r =
+                    vaultrs::auth::kubernetes::login(&*client, mount, role, jwt.expose_secret())
+                        .await;
                 drop(client);
                 SecretString::from(self.login_result(r)?.client_token)
             }
@@ -155,6 +168,14 @@ impl VaultKv {
     }
 
     fn login_result<T>(&self, r: Result<T, vaultrs::error::ClientError>) -> Result<T, LoginError> {
+        if let Err(vaultrs::error::ClientError::APIError {
+            code: code @ 400..=499,
+            ..
+        }) = &r
+        {
+            self.reachable.store(true, Ordering::Relaxed);
+            return Err(LoginError::Refused(*code));
+        }
         self.classify(r).map_err(|e| match e {
             KvError::Forbidden => LoginError::Refused(403),
             KvError::NotFound => LoginError::Refused(404),
@@ -254,17 +275,24 @@ fn backoff(failures: u32) -> Duration {
 fn env_secret(name: &str) -> Result<SecretString, LoginError> {
     match std::env::var(name) {
         Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_string())),
-        _ => Err(LoginError::Config(format!("environment variable {name} is not set"))),
+        _ => Err(LoginError::Config(format!(
+            "environment variable {name} is not set"
+        ))),
     }
 }
 
-async fn static_token(env: Option<&str>, file: Option<&std::path::Path>) -> Result<SecretString, LoginError> {
+async fn static_token(
+    env: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<SecretString, LoginError> {
     if let Some(name) = env {
         if let Ok(t) = env_secret(name) {
             return Ok(t);
         }
         if file.is_none() {
-            return Err(LoginError::Config(format!("environment variable {name} is not set")));
+            return Err(LoginError::Config(format!(
+                "environment variable {name} is not set"
+            )));
         }
     }
     let Some(path) = file else {

@@ -20,18 +20,24 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let h = handler.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let h = h.clone();
                     async move { Ok::<_, Infallible>(h(req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
@@ -40,13 +46,19 @@ where
 
 fn json(status: u16, v: serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
-    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 fn form_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[derive(Default)]
@@ -67,9 +79,18 @@ pub struct TokenServer {
 
 impl TokenServer {
     /// Tokens live `expires_in` seconds; each answer is delayed by `delay` (widens races).
-    pub async fn start(client_id: &str, client_secret: &str, expires_in: u64, delay: Duration) -> Self {
+    pub async fn start(
+        client_id: &str,
+        client_secret: &str,
+        expires_in: u64,
+        delay: Duration,
+    ) -> Self {
         let state = Arc::new(Mutex::new(TokenState::default()));
-        let (st, id, secret) = (state.clone(), client_id.to_string(), client_secret.to_string());
+        let (st, id, secret) = (
+            state.clone(),
+            client_id.to_string(),
+            client_secret.to_string(),
+        );
         let addr = serve(move |req: Request<Incoming>| {
             let (st, id, secret) = (st.clone(), id.clone(), secret.clone());
             async move {
@@ -168,7 +189,11 @@ impl Upstream {
         let addr = serve(move |req: Request<Incoming>| {
             let s = s.clone();
             async move {
-                let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
+                let auth = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
                 s.lock().unwrap().push(auth);
                 json(200, serde_json::json!({"ok": true}))
             }

@@ -37,13 +37,28 @@ impl Sidekey {
         let cfg = dir.path().join("sidekey.yaml");
         std::fs::write(&cfg, yaml).expect("write config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidekey"));
-        cmd.arg("run").arg("--config").arg(&cfg).env_clear().env("SIDEKEY_LOG_FORMAT", "json");
-        cmd.env("SIDEKEY_LOG", std::env::var("SIDEKEY_TEST_LOG").unwrap_or_else(|_| "debug".into()));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .env_clear()
+            .env("SIDEKEY_LOG_FORMAT", "json");
+        cmd.env(
+            "SIDEKEY_LOG",
+            std::env::var("SIDEKEY_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+        );
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start sidekey");
-        let (out, err) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sidekey");
+        let (out, err) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(Vec::new())),
+        );
         pump(child.stdout.take().expect("stdout"), out.clone());
         pump(child.stderr.take().expect("stderr"), err.clone());
         for _ in 0..600 {
@@ -56,14 +71,27 @@ impl Sidekey {
                 Some((addr("proxy")?, addr("admin")?))
             });
             if let Some((proxy, admin)) = found {
-                return Sidekey { child, proxy, admin, out, err, _dir: dir };
+                return Sidekey {
+                    child,
+                    proxy,
+                    admin,
+                    out,
+                    err,
+                    _dir: dir,
+                };
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("sidekey exited with {status}: {}", err.lock().unwrap().join("\n"));
+                panic!(
+                    "sidekey exited with {status}: {}",
+                    err.lock().unwrap().join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("sidekey did not log `listening`: {}", err.lock().unwrap().join("\n"));
+        panic!(
+            "sidekey did not log `listening`: {}",
+            err.lock().unwrap().join("\n")
+        );
     }
 
     /// `GET url` through the forward proxy, as `user`.
@@ -72,11 +100,19 @@ impl Sidekey {
         if let Some(u) = user {
             b = b.header("x-sidekey-user", u);
         }
-        send(self.proxy, b.body(Full::new(Bytes::new())).expect("request")).await.expect("proxy request")
+        send(
+            self.proxy,
+            b.body(Full::new(Bytes::new())).expect("request"),
+        )
+        .await
+        .expect("proxy request")
     }
 
     pub async fn admin(&self, path: &str) -> Resp {
-        let req = Request::get(path).header("host", self.admin.to_string()).body(Full::new(Bytes::new())).expect("request");
+        let req = Request::get(path)
+            .header("host", self.admin.to_string())
+            .body(Full::new(Bytes::new()))
+            .expect("request");
         send(self.admin, req).await.expect("admin request")
     }
 
@@ -97,7 +133,26 @@ impl Sidekey {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("/readyz never answered {status}");
+        let last = self.admin("/readyz").await;
+        let vault_lines: Vec<String> = self
+            .err
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("Vault"))
+            .cloned()
+            .collect();
+        panic!(
+            "/readyz never answered {status}: {} {}\n{}",
+            last.status,
+            last.body,
+            vault_lines.join("\n")
+        );
+    }
+
+    /// The directory holding the config file (relative paths in it resolve here).
+    pub fn config_dir(&self) -> std::path::PathBuf {
+        self._dir.path().to_path_buf()
     }
 
     /// Every line sidekey wrote so far, stdout then stderr.
@@ -109,7 +164,16 @@ impl Sidekey {
     }
 
     pub fn stderr_has(&self, needle: &str) -> bool {
-        self.err.lock().unwrap().iter().any(|l| l.contains(needle))
+        self.stderr_count(needle) > 0
+    }
+
+    pub fn stderr_count(&self, needle: &str) -> usize {
+        self.err
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     /// Panic if any secret appears in sidekey's output or metrics.
@@ -118,7 +182,10 @@ impl Sidekey {
         let all = format!("{}\n{}", self.output(), self.admin("/metrics").await.body);
         for (i, s) in secrets.iter().enumerate() {
             assert!(!s.is_empty());
-            assert!(!all.contains(s.as_str()), "secret #{i} found in sidekey output or metrics");
+            assert!(
+                !all.contains(s.as_str()),
+                "secret #{i} found in sidekey output or metrics"
+            );
         }
     }
 }
