@@ -8,6 +8,12 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init() {
     let filter = EnvFilter::try_from_env("SIDEKEY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The Vault client's own tracing reports errors that may quote Vault responses;
+    // sidekey logs Vault outcomes itself, so those targets stay silent whatever the filter.
+    let filter = ["vaultrs=off", "rustify=off"]
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, |f, d| f.add_directive(d));
     let json = match std::env::var("SIDEKEY_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("pretty") => false,

@@ -49,7 +49,7 @@ pub async fn run(
     let file = config.file.clone();
     let loaded_text = config.source_text.clone().into_bytes();
     let runtime = Runtime::build(config, own.clone()).await?;
-    let credentials = CredentialStore::new(metrics.clone());
+    let credentials = CredentialStore::new(&runtime.config, metrics.clone())?;
     let shared = Arc::new(Shared::new(
         runtime,
         credentials,
@@ -89,7 +89,7 @@ pub fn readiness(shared: &Shared) -> Result<(), String> {
     if rt.config.tls.is_some() && rt.ca.is_none() {
         return Err("CA not loaded".into());
     }
-    Ok(())
+    shared.credentials.readiness()
 }
 
 /// Reload on SIGHUP, and when the config file's content changes (this also catches a

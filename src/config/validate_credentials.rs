@@ -13,11 +13,26 @@ use super::{
 
 pub(super) fn vault(p: &mut Problems, raw: Option<RawVault>, base: &Path) -> Option<VaultConfig> {
     let raw = raw?;
-    if !(raw.address.starts_with("http://") || raw.address.starts_with("https://")) {
+    if !(raw.address.starts_with("http://") || raw.address.starts_with("https://"))
+        || raw
+            .address
+            .parse::<http::Uri>()
+            .map(|u| u.host().is_none())
+            .unwrap_or(true)
+    {
         p.push(
             "vault.address",
             format!("`{}` must be an http:// or https:// URL", raw.address),
         );
+    }
+    if let Some(ca) = &raw.ca_cert {
+        let path = resolve_path(base, ca);
+        if let Err(e) = std::fs::metadata(&path) {
+            p.push(
+                "vault.ca_cert",
+                format!("cannot read {}: {}", path.display(), e.kind()),
+            );
+        }
     }
     let a = raw.auth;
     let need = |p: &mut Problems, key: &str, v: Option<String>| {

@@ -1,28 +1,59 @@
 //! Credentials: from a [`CredentialSpec`] and a user to a [`Token`] to inject.
 //!
-//! One file per source (`env`, `file`, `vault`, `oauth`), and this file owns the cache
-//! in front of them: moka, keyed by (credential, user), each entry living until its
-//! token's `expires_at` minus [`EXPIRY_MARGIN`] (or the credential's `cache_ttl`).
-//! Concurrent misses for one key share one lookup. Failures are never cached.
+//! One file per source or service (`env`, `file`, `vault` + `vault_auth`, `oauth`,
+//! `refresh`, `secret_ref`), and this file owns the cache in front of them: moka,
+//! keyed by (credential, user), bounded in size. An entry is *fresh* until its token's
+//! `expires_at` minus [`EXPIRY_MARGIN`] (or the credential's `cache_ttl` without an
+//! expiry) and *usable* until `expires_at` minus [`STALE_LIMIT`]. A fresh entry is
+//! served as is; a stale one is looked up again, and when the store is unreachable a
+//! still-usable entry keeps serving. Lookups for one key are single-flight: concurrent
+//! misses (and refreshes) make one read. Failures are never cached.
+//!
+//! Freshness is measured on tokio's clock so tests can pause and advance it; moka's own
+//! (real-time) expiry only evicts entries that are no longer usable.
 
+mod backend;
 mod env;
 mod file;
+mod flights;
+mod oauth;
+mod refresh;
+mod secret_ref;
 pub mod template;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
 mod token;
+mod vault;
+mod vault_auth;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use moka::Expiry;
 use moka::future::Cache;
+use tokio::time::Instant;
 
+pub use backend::{Kv, TokenEndpoint};
 pub use token::{Token, format_expiry, parse_expiry};
 
-use crate::config::{CredentialSpec, SourceSpec};
+use crate::config::{Config, CredentialSpec, SourceSpec};
 use crate::metrics::Metrics;
+use flights::Flights;
+use refresh::Ctx;
+use secret_ref::SecretResolver;
 
-/// A cached token is dropped this long before it expires, so none goes out stale.
+/// A cached token is looked up again (or refreshed) this long before it expires.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// A token with less than this left is never served.
+pub const STALE_LIMIT: Duration = Duration::from_secs(5);
+/// A token near expiry that could not be refreshed is retried at most this often.
+const RETRY_FRESH: Duration = Duration::from_secs(5);
+/// How long past `cache_ttl` a secret without expiry may serve while Vault is down.
+const STALE_GRACE: Duration = Duration::from_secs(3600);
+/// Most (credential, user) entries kept.
+const MAX_ENTRIES: u64 = 100_000;
 
 /// Why no token could be had. Mapped to the contract's errors by the proxy.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -43,10 +74,52 @@ struct Key {
     user: Option<Arc<str>>,
 }
 
+impl Key {
+    fn new(spec: &CredentialSpec, user: Option<&str>) -> Self {
+        Key {
+            credential: spec.name.clone(),
+            user: if spec.per_user() {
+                user.map(Arc::from)
+            } else {
+                None
+            },
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     token: Arc<Token>,
+    fresh_until: Instant,
+    usable_until: Instant,
+    /// For moka: how long after insertion the entry is no longer usable.
     ttl: Duration,
+    from_vault: bool,
+}
+
+impl Entry {
+    fn new(token: Token, spec: &CredentialSpec) -> Self {
+        let (fresh, usable) = match token.remaining(SystemTime::now()) {
+            None => (spec.cache_ttl, spec.cache_ttl + STALE_GRACE),
+            Some(left) => {
+                let usable = left.saturating_sub(STALE_LIMIT);
+                (
+                    left.saturating_sub(EXPIRY_MARGIN)
+                        .max(RETRY_FRESH)
+                        .min(usable),
+                    usable,
+                )
+            }
+        };
+        let now = Instant::now();
+        Entry {
+            token: Arc::new(token),
+            fresh_until: now + fresh,
+            usable_until: now + usable,
+            ttl: usable,
+            from_vault: matches!(spec.source, SourceSpec::Vault { .. }),
+        }
+    }
 }
 
 struct EntryExpiry;
@@ -64,16 +137,43 @@ impl Expiry<Key, Entry> for EntryExpiry {
 
 pub struct CredentialStore {
     cache: Cache<Key, Entry>,
+    flights: Flights<Key>,
     metrics: Arc<Metrics>,
+    kv: Option<Arc<dyn Kv>>,
+    oauth: Arc<dyn TokenEndpoint>,
+    secrets: SecretResolver,
 }
 
 impl CredentialStore {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// The store for a config: connects to `vault:` (in the background: never fails
+    /// because Vault is down) and builds the token endpoint client. Kept across reloads.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let kv: Option<Arc<dyn Kv>> = match &config.vault {
+            Some(v) => Some(vault::VaultKv::start(v)?),
+            None => None,
+        };
+        let oauth = Arc::new(oauth::HttpTokenEndpoint::new(&config.upstream_roots)?);
+        Ok(Self::with_backends(kv, oauth, metrics))
+    }
+
+    /// A store over given backends (tests use in-memory ones).
+    pub fn with_backends(
+        kv: Option<Arc<dyn Kv>>,
+        oauth: Arc<dyn TokenEndpoint>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let cache = Cache::builder()
-            .max_capacity(100_000)
+            .max_capacity(MAX_ENTRIES)
             .expire_after(EntryExpiry)
             .build();
-        CredentialStore { cache, metrics }
+        CredentialStore {
+            cache,
+            flights: Flights::default(),
+            metrics,
+            secrets: SecretResolver::new(kv.clone()),
+            kv,
+            oauth,
+        }
     }
 
     /// The token for `spec` (and `user`, for per-user credentials).
@@ -82,63 +182,146 @@ impl CredentialStore {
         spec: &Arc<CredentialSpec>,
         user: Option<&str>,
     ) -> Result<Arc<Token>, CredError> {
-        let key = Key {
-            credential: spec.name.clone(),
-            user: if spec.per_user() {
-                user.map(Arc::from)
-            } else {
-                None
-            },
-        };
-        let result = self
-            .cache
-            .entry(key)
-            .or_try_insert_with(self.fetch(spec, user))
-            .await;
-        let label = match &result {
-            Ok(e) if e.is_fresh() => "miss",
-            Ok(_) => "hit",
-            Err(_) => "error",
-        };
-        self.metrics
-            .credential_lookup(&spec.name, spec.source_name(), label);
-        result
-            .map(|e| e.into_value().token)
-            .map_err(|e| (*e).clone())
+        let key = Key::new(spec, user);
+        if let Some(e) = self.fresh(&key).await {
+            self.count(spec, "hit");
+            return Ok(e.token);
+        }
+        let _flight = self.flights.lock(&key).await;
+        let current = self.cache.get(&key).await;
+        if let Some(e) = current.as_ref().filter(|e| Instant::now() < e.fresh_until) {
+            self.count(spec, "hit");
+            return Ok(e.token.clone());
+        }
+        self.load(spec, user, &key, current, None).await
     }
 
-    /// Drop a cached token (after the upstream refused it).
-    pub async fn invalidate(&self, spec: &CredentialSpec, user: Option<&str>) {
-        let key = Key {
-            credential: spec.name.clone(),
-            user: if spec.per_user() {
-                user.map(Arc::from)
-            } else {
-                None
-            },
-        };
+    /// The upstream refused `rejected`: drop it and return a different token — the one
+    /// stored now if someone else already replaced it, else a forced refresh (one for
+    /// all callers). `Expired` when the credential cannot be refreshed.
+    pub async fn reject(
+        &self,
+        spec: &Arc<CredentialSpec>,
+        user: Option<&str>,
+        rejected: &Token,
+    ) -> Result<Arc<Token>, CredError> {
+        let key = Key::new(spec, user);
+        let _flight = self.flights.lock(&key).await;
+        if let Some(e) = self.cache.get(&key).await
+            && !refresh::same_token(&e.token, rejected)
+            && Instant::now() < e.usable_until
+        {
+            return Ok(e.token);
+        }
         self.cache.invalidate(&key).await;
+        self.load(spec, user, &key, None, Some(rejected)).await
     }
 
-    async fn fetch(&self, spec: &CredentialSpec, user: Option<&str>) -> Result<Entry, CredError> {
+    /// Drop a cached token.
+    pub async fn invalidate(&self, spec: &CredentialSpec, user: Option<&str>) {
+        self.cache.invalidate(&Key::new(spec, user)).await;
+    }
+
+    /// For `/readyz`: Vault logged in and reachable, or a usable Vault credential cached.
+    pub fn readiness(&self) -> Result<(), String> {
+        let Some(kv) = &self.kv else { return Ok(()) };
+        match kv.health() {
+            Ok(()) => Ok(()),
+            Err(_) if self.warm() => Ok(()),
+            Err(why) => Err(format!("credential store: {why}")),
+        }
+    }
+
+    fn warm(&self) -> bool {
+        let now = Instant::now();
+        self.cache
+            .iter()
+            .any(|(_, e)| e.from_vault && now < e.usable_until)
+    }
+
+    async fn fresh(&self, key: &Key) -> Option<Entry> {
+        self.cache
+            .get(key)
+            .await
+            .filter(|e| Instant::now() < e.fresh_until)
+    }
+
+    /// Look up (under the key's flight lock) and cache; on an outage keep serving
+    /// `current` while it is usable.
+    async fn load(
+        &self,
+        spec: &CredentialSpec,
+        user: Option<&str>,
+        key: &Key,
+        current: Option<Entry>,
+        rejected: Option<&Token>,
+    ) -> Result<Arc<Token>, CredError> {
+        match self.fetch(spec, user, rejected).await {
+            Ok(token) => {
+                let entry = Entry::new(token, spec);
+                let token = entry.token.clone();
+                self.cache.insert(key.clone(), entry).await;
+                self.count(spec, "miss");
+                Ok(token)
+            }
+            Err(CredError::Unavailable(why))
+                if current
+                    .as_ref()
+                    .is_some_and(|e| Instant::now() < e.usable_until) =>
+            {
+                tracing::warn!(credential = %spec.name, reason = %why, "credential store unavailable; serving the cached credential");
+                self.count(spec, "hit");
+                current.map(|e| e.token).ok_or(CredError::Missing)
+            }
+            Err(e) => {
+                if !matches!(e, CredError::Unavailable(_)) {
+                    self.cache.invalidate(key).await;
+                }
+                self.count(spec, "error");
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        spec: &CredentialSpec,
+        user: Option<&str>,
+        rejected: Option<&Token>,
+    ) -> Result<Token, CredError> {
+        let ctx = Ctx {
+            kv: self.kv.as_deref(),
+            oauth: &*self.oauth,
+            secrets: &self.secrets,
+            metrics: &self.metrics,
+        };
         let token = match &spec.source {
             SourceSpec::Env { var } => env::fetch(var)?,
             SourceSpec::File { template } => file::fetch(template, user).await?,
-            SourceSpec::Vault { .. } | SourceSpec::ClientCredentials(_) => {
-                return Err(CredError::Unavailable(format!(
-                    "source `{}` is not available in this build",
-                    spec.source_name()
-                )));
+            SourceSpec::Vault { path, refresh } => {
+                let Some(path) = template::fill(path, user) else {
+                    return Err(CredError::Missing);
+                };
+                return refresh::load_vault(&ctx, spec, &path, refresh.as_ref(), rejected).await;
+            }
+            SourceSpec::ClientCredentials(client) => {
+                return refresh::client_credentials(&ctx, spec, client).await;
             }
         };
-        let ttl = match token.remaining(SystemTime::now()) {
-            None => spec.cache_ttl,
-            Some(left) if left <= EXPIRY_MARGIN => return Err(CredError::Expired),
-            Some(left) => left - EXPIRY_MARGIN,
-        };
-        Ok(Entry {
-            token: Arc::new(token),
-            ttl,
-        })
+        match rejected {
+            Some(r) if refresh::same_token(&token, r) => Err(CredError::Expired),
+            _ if token
+                .remaining(SystemTime::now())
+                .is_some_and(|l| l <= STALE_LIMIT) =>
+            {
+                Err(CredError::Expired)
+            }
+            _ => Ok(token),
+        }
+    }
+
+    fn count(&self, spec: &CredentialSpec, result: &str) {
+        self.metrics
+            .credential_lookup(&spec.name, spec.source_name(), result);
     }
 }

@@ -1,0 +1,212 @@
+//! Local HTTP servers for the Vault tests: an OAuth token endpoint that rotates refresh
+//! tokens and rejects used ones, and an upstream that records what it was sent.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+async fn serve<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let h = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let h = h.clone();
+                    async move { Ok::<_, Infallible>(h(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn json(status: u16, v: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn form_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[derive(Default)]
+pub struct TokenState {
+    pub valid_refresh: HashSet<String>,
+    pub issued: Vec<String>,
+    pub refresh_hits: usize,
+    pub cc_hits: usize,
+    pub rejected: usize,
+    n: u64,
+}
+
+/// `POST /token`: `refresh_token` and `client_credentials` grants for one client.
+pub struct TokenServer {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<TokenState>>,
+}
+
+impl TokenServer {
+    /// Tokens live `expires_in` seconds; each answer is delayed by `delay` (widens races).
+    pub async fn start(
+        client_id: &str,
+        client_secret: &str,
+        expires_in: u64,
+        delay: Duration,
+    ) -> Self {
+        let state = Arc::new(Mutex::new(TokenState::default()));
+        let (st, id, secret) = (
+            state.clone(),
+            client_id.to_string(),
+            client_secret.to_string(),
+        );
+        let addr = serve(move |req: Request<Incoming>| {
+            let (st, id, secret) = (st.clone(), id.clone(), secret.clone());
+            async move {
+                let basic = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
+                let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let form: HashMap<String, String> = String::from_utf8_lossy(&body)
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (form_decode(k), form_decode(v)))
+                    .collect();
+                tokio::time::sleep(delay).await;
+                let (cid, csec) = match basic.as_deref().and_then(|b| b.strip_prefix("Basic ")) {
+                    Some(b64) => {
+                        let raw = base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default();
+                        let raw = String::from_utf8_lossy(&raw).into_owned();
+                        let (a, b) = raw.split_once(':').unwrap_or((&raw, ""));
+                        (form_decode(a), form_decode(b))
+                    }
+                    None => (form.get("client_id").cloned().unwrap_or_default(), form.get("client_secret").cloned().unwrap_or_default()),
+                };
+                if cid != id || csec != secret {
+                    return json(401, serde_json::json!({"error": "invalid_client"}));
+                }
+                let mut s = st.lock().unwrap();
+                let grant = form.get("grant_type").cloned().unwrap_or_default();
+                let refresh = match grant.as_str() {
+                    "refresh_token" => {
+                        s.refresh_hits += 1;
+                        let rt = form.get("refresh_token").cloned().unwrap_or_default();
+                        if !s.valid_refresh.remove(&rt) {
+                            s.rejected += 1;
+                            return json(400, serde_json::json!({"error": "invalid_grant"}));
+                        }
+                        true
+                    }
+                    "client_credentials" => {
+                        s.cc_hits += 1;
+                        false
+                    }
+                    _ => return json(400, serde_json::json!({"error": "unsupported_grant_type"})),
+                };
+                s.n += 1;
+                let at = super::random_token(&format!("at{}", s.n));
+                s.issued.push(at.clone());
+                let mut body = serde_json::json!({"access_token": at, "token_type": "Bearer", "expires_in": expires_in});
+                if refresh {
+                    let rt = super::random_token(&format!("rt{}", s.n));
+                    s.valid_refresh.insert(rt.clone());
+                    s.issued.push(rt.clone());
+                    body["refresh_token"] = serde_json::Value::String(rt);
+                }
+                json(200, body)
+            }
+        })
+        .await;
+        TokenServer { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/token", self.addr)
+    }
+
+    /// A refresh token the server will accept once.
+    pub fn grant(&self) -> String {
+        let rt = super::random_token("rt0");
+        let mut s = self.state.lock().unwrap();
+        s.valid_refresh.insert(rt.clone());
+        s.issued.push(rt.clone());
+        rt
+    }
+
+    pub fn is_valid(&self, rt: &str) -> bool {
+        self.state.lock().unwrap().valid_refresh.contains(rt)
+    }
+
+    pub fn issued(&self) -> Vec<String> {
+        self.state.lock().unwrap().issued.clone()
+    }
+
+    pub fn hits(&self) -> (usize, usize, usize) {
+        let s = self.state.lock().unwrap();
+        (s.refresh_hits, s.cc_hits, s.rejected)
+    }
+}
+
+/// Answers 200 to everything and records each request's `Authorization` header.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let addr = serve(move |req: Request<Incoming>| {
+            let s = s.clone();
+            async move {
+                let auth = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
+                s.lock().unwrap().push(auth);
+                json(200, serde_json::json!({"ok": true}))
+            }
+        })
+        .await;
+        Upstream { addr, seen }
+    }
+
+    pub fn auths(&self) -> Vec<Option<String>> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last_auth(&self) -> Option<String> {
+        self.seen.lock().unwrap().last().cloned().flatten()
+    }
+}
