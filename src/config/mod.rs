@@ -306,6 +306,15 @@ impl RouteSpec {
             .unwrap_or_else(Inject::bearer)
     }
 
+    /// The header the injection writes (`None` for query injection).
+    pub fn injected_header(&self) -> Option<HeaderName> {
+        match self.effective_inject() {
+            Inject::Header { name, .. } => Some(name),
+            Inject::Basic { .. } => Some(http::header::AUTHORIZATION),
+            Inject::Query { .. } => None,
+        }
+    }
+
     pub fn effective_connect_url(&self) -> Option<&str> {
         self.connect_url
             .as_deref()

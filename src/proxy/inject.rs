@@ -9,7 +9,8 @@ use http::header::{AUTHORIZATION, HeaderMap};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use secrecy::ExposeSecret;
 
-use crate::config::Inject;
+use super::scrub::Secrets;
+use crate::config::{Inject, RouteSpec};
 use crate::credentials::Token;
 use crate::error::ProxyError;
 
@@ -81,6 +82,33 @@ pub fn apply(
             Ok(Some(out.join("&")))
         }
     }
+}
+
+/// Inject `token` as `route` says and prepare the response scrubber for it: returns
+/// the upstream query and the [`Secrets`] the response must never carry.
+pub fn prepare(
+    route: &RouteSpec,
+    token: &Token,
+    headers: &mut HeaderMap,
+    query: Option<&str>,
+) -> Result<(Option<String>, Secrets), ProxyError> {
+    let query = apply(&route.effective_inject(), token, headers, query)?;
+    // The response is scrubbed for the secret, which needs an uncompressed body.
+    headers.insert(
+        http::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    let sent = route
+        .injected_header()
+        .and_then(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok());
+    let basic = sent
+        .and_then(|v| v.strip_prefix("Basic "))
+        .unwrap_or_default();
+    Ok((
+        query,
+        Secrets::new(token.access_token.expose_secret(), &[basic]),
+    ))
 }
 
 /// Whether the `k=v` pair's key is `param`, comparing the percent-decoded key.

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod inject;
 pub mod listener;
 mod phases;
+mod replay;
 pub mod scrub;
 pub mod target;
 mod upgrade;

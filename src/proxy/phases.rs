@@ -14,13 +14,12 @@ use super::exchange::{AuditedBody, CountingBody, Exchange};
 use super::forward::UpstreamBody;
 use super::scrub::{ScrubBody, Secrets};
 use super::target::Target;
-use super::{ConnInfo, Runtime, Shared, connect, headers, inject, target};
-use crate::config::{Action, DefaultAction, Inject, RouteSpec};
+use super::{ConnInfo, Runtime, Shared, connect, headers, inject, replay, target};
+use crate::config::{Action, CredentialSpec, DefaultAction, RouteSpec};
 use crate::credentials::{CredError, Token, template};
 use crate::error::ProxyError;
 use crate::identity::Identity;
 use crate::policy::MatchInput;
-use secrecy::ExposeSecret;
 
 /// Entry point for every request on the proxy listener (and inside tunnels).
 pub async fn handle(
@@ -145,31 +144,14 @@ async fn process(
     let mut query = target.query.clone();
     let mut secrets = None;
     if let (Some(r), Some(token)) = (&route, &token) {
-        let inj = r.effective_inject();
-        let injected_header = match &inj {
-            Inject::Header { name, .. } => Some(name.clone()),
-            Inject::Basic { .. } => Some(http::header::AUTHORIZATION),
-            Inject::Query { .. } => None,
-        };
         headers::strip_client_credentials(
             &mut parts.headers,
-            injected_header.as_ref(),
+            r.injected_header().as_ref(),
             &r.keep_client_headers,
         );
-        query = inject::apply(&inj, token, &mut parts.headers, query.as_deref())?;
-        // The response is scrubbed for the secret, which needs an uncompressed body.
-        parts.headers.insert(
-            http::header::ACCEPT_ENCODING,
-            http::HeaderValue::from_static("identity"),
-        );
-        let sent = injected_header
-            .as_ref()
-            .and_then(|h| parts.headers.get(h))
-            .and_then(|v| v.to_str().ok());
-        let basic = sent
-            .and_then(|v| v.strip_prefix("Basic "))
-            .unwrap_or_default();
-        secrets = Some(Secrets::new(token.access_token.expose_secret(), &[basic]));
+        let (q, s) = inject::prepare(r, token, &mut parts.headers, query.as_deref())?;
+        query = q;
+        secrets = Some(s);
     }
     if let Some(r) = &route {
         for (k, v) in &r.set_headers {
@@ -181,15 +163,43 @@ async fn process(
     if upgrade {
         return super::upgrade::forward(rt, ex, parts, body).await;
     }
-    let body = CountingBody::new(body, ex.bytes_in.clone())
-        .map_err(Into::into)
-        .boxed_unsync();
-
-    // forward
+    // forward: an assistant call whose body is small enough is buffered, so that an
+    // upstream 401 can be answered by one refresh and one retry.
+    let replay = action == Action::Assistant && token.is_some();
     let started = Instant::now();
-    let result = rt.upstream.send(Request::from_parts(parts, body)).await;
+    let mut resp = match replay::outgoing(&parts, body, rt.config.limits.replay_body_bytes, replay)
+        .await?
+    {
+        replay::Outgoing::Stream(body) => {
+            let body = CountingBody::new(body, ex.bytes_in.clone())
+                .map_err(Into::into)
+                .boxed_unsync();
+            rt.upstream.send(Request::from_parts(parts, body)).await?
+        }
+        replay::Outgoing::Buffered(bytes) => {
+            ex.bytes_in
+                .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let first = rt
+                .upstream
+                .send(replay::request(&parts, bytes.clone()))
+                .await?;
+            match (&route, &token) {
+                (Some(r), Some(rejected)) if first.status() == StatusCode::UNAUTHORIZED => {
+                    drop(first);
+                    let user = identity.as_ref().map(|i| &*i.user);
+                    let fresh = refreshed(shared, r, user, rejected).await?;
+                    tracing::info!(route = %r.name, "upstream refused the credential; retrying once with a refreshed one");
+                    let (q, s) =
+                        inject::prepare(r, &fresh, &mut parts.headers, target.query.as_deref())?;
+                    parts.uri = upstream_uri(&target, q.as_deref())?;
+                    secrets = Some(s);
+                    rt.upstream.send(replay::request(&parts, bytes)).await?
+                }
+                _ => first,
+            }
+        }
+    };
     ex.upstream = Some(started.elapsed());
-    let mut resp = result?;
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     *resp.version_mut() = http::Version::HTTP_11;
     match (secrets, &route) {
@@ -295,28 +305,56 @@ async fn resolve(
         ));
     };
     let user = identity.map(|i| &*i.user);
+    shared
+        .credentials
+        .get(spec, user)
+        .await
+        .map_err(|e| cred_error(e, route, spec, user))
+}
+
+/// After an upstream 401: a refreshed (or already rotated) token, or why there is none.
+async fn refreshed(
+    shared: &Shared,
+    route: &RouteSpec,
+    user: Option<&str>,
+    rejected: &Token,
+) -> Result<Arc<Token>, ProxyError> {
+    let Some(spec) = &route.credential else {
+        return Err(ProxyError::CredentialStoreUnavailable(
+            "route has no credential".into(),
+        ));
+    };
+    shared
+        .credentials
+        .reject(spec, user, rejected)
+        .await
+        .map_err(|e| cred_error(e, route, spec, user))
+}
+
+fn cred_error(
+    e: CredError,
+    route: &RouteSpec,
+    spec: &CredentialSpec,
+    user: Option<&str>,
+) -> ProxyError {
     let connect_url = || {
         route
             .effective_connect_url()
             .map(|u| template::fill_url(u, user))
     };
-    shared
-        .credentials
-        .get(spec, user)
-        .await
-        .map_err(|e| match e {
-            CredError::Missing => ProxyError::CredentialMissing {
-                credential: spec.name.to_string(),
-                connect_url: connect_url(),
-            },
-            CredError::Expired => ProxyError::CredentialExpired {
-                credential: spec.name.to_string(),
-                connect_url: connect_url(),
-            },
-            CredError::Unavailable(m) | CredError::Invalid(m) => {
-                ProxyError::CredentialStoreUnavailable(m)
-            }
-        })
+    match e {
+        CredError::Missing => ProxyError::CredentialMissing {
+            credential: spec.name.to_string(),
+            connect_url: connect_url(),
+        },
+        CredError::Expired => ProxyError::CredentialExpired {
+            credential: spec.name.to_string(),
+            connect_url: connect_url(),
+        },
+        CredError::Unavailable(m) | CredError::Invalid(m) => {
+            ProxyError::CredentialStoreUnavailable(m)
+        }
+    }
 }
 
 fn host_header(h: &http::HeaderMap) -> Option<String> {

@@ -153,9 +153,10 @@ impl OpenBao {
         };
         for _ in 0..600 {
             if let Ok(r) = bao.raw("GET", "sys/health", None, None).await
-                && r.status == 200 {
-                    return bao;
-                }
+                && r.status == 200
+            {
+                return bao;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("OpenBao dev server did not become healthy on port {port}");

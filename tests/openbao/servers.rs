@@ -184,18 +184,33 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Self {
+        Self::start_refusing(|_| false).await
+    }
+
+    /// Answers 401 to requests whose `Authorization` value `refuse` picks, 200 otherwise.
+    pub async fn start_refusing(refuse: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
+        let refuse = Arc::new(refuse);
         let addr = serve(move |req: Request<Incoming>| {
             let s = s.clone();
+            let refuse = refuse.clone();
             async move {
                 let auth = req
                     .headers()
                     .get("authorization")
                     .and_then(|v| v.to_str().ok())
                     .map(String::from);
+                let refused = refuse(auth.as_deref().unwrap_or(""));
                 s.lock().unwrap().push(auth);
-                json(200, serde_json::json!({"ok": true}))
+                if refused {
+                    json(
+                        401,
+                        serde_json::json!({"ok": false, "error": "invalid_token"}),
+                    )
+                } else {
+                    json(200, serde_json::json!({"ok": true}))
+                }
             }
         })
         .await;
