@@ -103,16 +103,16 @@ mod tests {
     #[test]
     fn reads_the_secret_map() {
         let m = serde_json::json!({
-            "access_token": "tok", "refresh_token": "r",
+            "access_token": "s3cr3t-tok", "refresh_token": "r",
             "expires_at": "2030-01-01T00:00:00Z", "scopes": "a b"
         });
         let t = Token::from_map(m.as_object().unwrap()).unwrap();
-        assert_eq!(t.access_token.expose_secret(), "tok");
+        assert_eq!(t.access_token.expose_secret(), "s3cr3t-tok");
         assert_eq!(t.scopes, vec!["a", "b"]);
         assert_eq!(t.expires_at, Some(UNIX_EPOCH + Duration::from_secs(1_893_456_000)));
         let unix = serde_json::json!({"access_token": "x", "expires_at": 1_893_456_000});
         assert_eq!(Token::from_map(unix.as_object().unwrap()).unwrap().expires_at, t.expires_at);
         assert!(Token::from_map(serde_json::json!({"token": "x"}).as_object().unwrap()).is_err());
-        assert!(!format!("{t:?}").contains("tok"));
+        assert!(!format!("{t:?}").contains("s3cr3t"));
     }
 }
