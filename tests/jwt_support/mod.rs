@@ -4,12 +4,15 @@
 #![allow(dead_code)]
 
 pub mod keys;
+pub mod openbao;
+mod server;
+
+pub use server::TestServer;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -175,6 +178,27 @@ impl Response {
     }
 }
 
+/// A plain request to a local HTTP API (OpenBao), JSON body optional.
+pub fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Response {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        req.push_str(&format!("X-Vault-Token: {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    http_exchange(addr, &req)
+}
+
 /// One request on a fresh connection; reads until the server closes.
 pub fn http_exchange(addr: SocketAddr, request: &str) -> Response {
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -223,112 +247,6 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// A request as a test server saw it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-}
-
-impl Seen {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A tiny HTTP/1.1 server on loopback: records each request and answers with
-/// whatever `body` currently holds (as JSON). Used as upstream and as JWKS server.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
-    pub body: Arc<Mutex<String>>,
-    pub hits: Arc<AtomicUsize>,
-}
-
-impl TestServer {
-    pub fn start(body: &str) -> TestServer {
-        Self::start_on(0, body)
-    }
-
-    /// Serve on a chosen loopback port (to bring up a server sidekey was told about).
-    pub fn start_on(port: u16, body: &str) -> TestServer {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let body = Arc::new(Mutex::new(body.to_string()));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (s, b, h) = (seen.clone(), body.clone(), hits.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming().map_while(Result::ok) {
-                let (s, b, h) = (s.clone(), b.clone(), h.clone());
-                std::thread::spawn(move || serve(stream, &s, &b, &h));
-            }
-        });
-        TestServer {
-            addr,
-            seen,
-            body,
-            hits,
-        }
-    }
-
-    pub fn set_body(&self, body: &str) {
-        *self.body.lock().unwrap() = body.to_string();
-    }
-
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-
-    pub fn last(&self) -> Option<Seen> {
-        self.seen.lock().unwrap().last().cloned()
-    }
-}
-
-fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, body: &Mutex<String>, hits: &AtomicUsize) {
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-        let mut headers = Vec::new();
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
-        let mut discard = vec![0; length];
-        let _ = reader.read_exact(&mut discard);
-        hits.fetch_add(1, Ordering::SeqCst);
-        seen.lock().unwrap().push(Seen { path, headers });
-        let text = body.lock().unwrap().clone();
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
-            text.len()
-        );
-        if reader.get_mut().write_all(resp.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -338,11 +256,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// What the IdP puts in its tokens, as the config must expect it.
+pub struct Expect<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub user_claim: &'a str,
+}
+
 /// The config body the JWT tests share: `jwks` is the `jwks_url:`/`jwks_file:` line,
 /// `upstream` the recording server behind `api.test`. Routes on `api.test`:
 /// `/me/*` assistant, `/hr/*` claw for group `hr-admins`, `/alice/*` claw for user
 /// `alice`, `/open/*` passthrough.
 pub fn config(jwks: &str, upstream: SocketAddr) -> String {
+    let expect = Expect {
+        issuer: keys::ISSUER,
+        audience: keys::AUDIENCE,
+        user_claim: "sub",
+    };
+    config_for(jwks, upstream, &expect)
+}
+
+/// [`config`] for another issuer, audience and user claim.
+pub fn config_for(jwks: &str, upstream: SocketAddr, expect: &Expect<'_>) -> String {
     format!(
         r#"default: deny
 identity:
@@ -352,7 +287,7 @@ identity:
     {jwks}
     issuer: "{iss}"
     audiences: ["{aud}"]
-    user_claim: sub
+    user_claim: {user_claim}
     groups_claim: groups
     leeway_seconds: 5
     algorithms: [RS256, ES256]
@@ -368,8 +303,9 @@ routes:
   - {{name: alice-only, match: {{host: api.test, path: "/alice/*"}}, auth: claw, credential: bot, allow: {{users: [alice]}}}}
   - {{name: open, match: {{host: api.test, path: "/open/*"}}, auth: passthrough}}
 "#,
-        iss = keys::ISSUER,
-        aud = keys::AUDIENCE,
+        iss = expect.issuer,
+        aud = expect.audience,
+        user_claim = expect.user_claim,
     )
 }
 
