@@ -140,19 +140,41 @@ async fn verified_tokens_are_cached_by_hash_until_expiry() {
     let f = verifier(&[&es], &["ES256"]).await;
     let token = sign(&es, claims());
     f.v.verify(&token).await.unwrap();
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let (digest, _) = cache_key(&token).unwrap();
     assert!(f.v.cache.contains_key(&digest));
+    // A hit is served without verifying: plant an entry to see it used.
+    let planted = |user: &str, exp: u64, signed: &str| {
+        let identity = Identity {
+            user: user.into(),
+            groups: Some(vec![]),
+        };
+        let signed = signed.as_bytes().into();
+        Arc::new(Entry {
+            verified: Verified { identity, exp },
+            signed,
+        })
+    };
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    f.v.cache
+        .insert(digest, planted("from-cache", now_secs() + 60, signed));
+    assert_eq!(&*f.v.verify(&token).await.unwrap().user, "from-cache");
     // A cached entry past its exp is never served.
-    let mut stale = f.v.cache.get(&digest).unwrap();
-    stale.exp = now_secs() - 1;
-    stale.identity.user = "mallory".into();
-    f.v.cache.insert(digest, stale);
+    f.v.cache
+        .insert(digest, planted("mallory", now_secs() - 1, signed));
     assert_eq!(&*f.v.verify(&token).await.unwrap().user, "alice");
+    // Same signature, other header.payload: the splice is verified, and refused.
+    let evil = sign(&es, with(json!({"sub": "mallory"})));
+    let spliced = format!(
+        "{}.{}",
+        evil.rsplit_once('.').unwrap().0,
+        token.rsplit_once('.').unwrap().1
+    );
+    assert_eq!(cache_key(&spliced).unwrap().0, digest);
+    assert_eq!(reason(&f.v, &spliced).await, "bad signature");
     // Refused tokens are not cached.
     let expired = sign(&es, with(json!({"exp": now_secs() - 3600})));
     assert_eq!(reason(&f.v, &expired).await, "expired");
-    let digest: [u8; 32] = Sha256::digest(expired.as_bytes()).into();
-    assert!(!f.v.cache.contains_key(&digest));
+    assert!(!f.v.cache.contains_key(&cache_key(&expired).unwrap().0));
 }
 
 #[tokio::test]
