@@ -9,6 +9,7 @@ mod duration;
 pub mod raw;
 mod validate;
 mod validate_credentials;
+mod validate_identity;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
-use super::raw::{RawConfig, RawGateway, RawIdentity, RawInject, RawRoots, RawRoute, RawTls};
+use super::raw::{RawConfig, RawGateway, RawInject, RawRoots, RawRoute, RawTls};
 use super::{
-    Action, Allow, Config, ConfigError, CredentialSpec, DefaultAction, Gateway, IdentityConfig,
-    IdentityMode, Inject, JwtConfig, Limits, Roots, RouteSpec, Timeouts, TlsConfig, parse_duration,
-    validate_credentials,
+    Action, Allow, Config, ConfigError, CredentialSpec, DefaultAction, Gateway, Inject, Limits,
+    Roots, RouteSpec, Timeouts, TlsConfig, parse_duration, validate_credentials, validate_identity,
 };
 use crate::policy::{HostPattern, PathGlob};
 
@@ -87,13 +86,14 @@ pub(super) fn validate(
             DefaultAction::Deny
         }
     };
-    let identity = identity(&mut p, raw.identity, base);
+    let identity = validate_identity::identity(&mut p, raw.identity, base);
     let (tls, upstream_roots) = tls(&mut p, raw.tls, base);
     let upstreams = upstreams(&mut p, &raw.upstreams);
     let vault = validate_credentials::vault(&mut p, raw.vault, base);
     let credentials =
         validate_credentials::credentials(&mut p, raw.credentials, base, vault.is_some());
     let routes = routes(&mut p, raw.routes, &credentials);
+    validate_identity::allow_lists(&mut p, &routes);
 
     let t = raw.timeouts;
     let t = t.as_ref();
@@ -208,79 +208,6 @@ fn socket(p: &mut Problems, path: &str, value: Option<&str>, default: &str) -> S
         );
         SocketAddr::from(([127, 0, 0, 1], 0))
     })
-}
-
-fn identity(p: &mut Problems, raw: Option<RawIdentity>, base: &Path) -> IdentityConfig {
-    let raw = raw.unwrap_or(RawIdentity {
-        header: None,
-        mode: None,
-        jwt: None,
-    });
-    let header_text = raw.header.as_deref().unwrap_or("x-sidekey-user");
-    let header = HeaderName::try_from(header_text.to_ascii_lowercase()).unwrap_or_else(|_| {
-        p.push(
-            "identity.header",
-            format!("`{header_text}` is not a valid header name"),
-        );
-        HeaderName::from_static("x-sidekey-user")
-    });
-    let mode = match (raw.mode.as_deref(), raw.jwt) {
-        (None | Some("trusted"), None) => IdentityMode::Trusted,
-        (None | Some("trusted"), Some(_)) => {
-            p.push("identity.jwt", "only used with `mode: jwt`");
-            IdentityMode::Trusted
-        }
-        (Some("jwt"), None) => {
-            p.push(
-                "identity.jwt",
-                "`mode: jwt` needs a `jwt:` block with jwks_url or jwks_file",
-            );
-            IdentityMode::Trusted
-        }
-        (Some("jwt"), Some(j)) => {
-            if j.jwks_url.is_none() && j.jwks_file.is_none() {
-                p.push("identity.jwt", "needs `jwks_url` or `jwks_file`");
-            }
-            const KNOWN: [&str; 7] = [
-                "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA",
-            ];
-            let algorithms = j
-                .algorithms
-                .unwrap_or_else(|| vec!["RS256".into(), "ES256".into(), "EdDSA".into()]);
-            for (i, a) in algorithms.iter().enumerate() {
-                if !KNOWN.contains(&a.as_str()) {
-                    p.push(
-                        format!("identity.jwt.algorithms[{i}]"),
-                        format!("`{a}` is not allowed (allowed: {})", KNOWN.join(", ")),
-                    );
-                }
-            }
-            let refresh_interval = p.duration(
-                "identity.jwt.refresh_interval",
-                j.refresh_interval.as_deref(),
-                Duration::from_secs(60),
-            );
-            IdentityMode::Jwt(JwtConfig {
-                jwks_url: j.jwks_url,
-                jwks_file: j.jwks_file.map(|f| resolve_path(base, &f)),
-                issuer: j.issuer,
-                audiences: j.audiences.unwrap_or_default(),
-                user_claim: j.user_claim.unwrap_or_else(|| "sub".into()),
-                groups_claim: j.groups_claim,
-                leeway_seconds: j.leeway_seconds.unwrap_or(30),
-                algorithms,
-                refresh_interval,
-            })
-        }
-        (Some(other), _) => {
-            p.push(
-                "identity.mode",
-                format!("unknown mode `{other}` (expected trusted or jwt)"),
-            );
-            IdentityMode::Trusted
-        }
-    };
-    IdentityConfig { header, mode }
 }
 
 fn tls(p: &mut Problems, raw: Option<RawTls>, base: &Path) -> (Option<TlsConfig>, Roots) {

@@ -5,13 +5,16 @@
 //! `jwt` mode verifies a signed token (see [`jwt`]). The header itself is always removed
 //! before forwarding by `proxy::headers`, whatever happens here.
 
+mod claims;
+mod jwks;
 pub mod jwt;
+mod keys;
 
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
 
-use crate::config::{IdentityConfig, IdentityMode};
+use crate::config::{IdentityConfig, IdentityMode, Roots};
 use crate::error::ProxyError;
 
 /// Longest user id sidekey accepts; longer ones are refused rather than truncated.
@@ -32,14 +35,15 @@ pub struct Identifier {
 
 enum Mode {
     Trusted,
-    Jwt(jwt::JwtVerifier),
+    Jwt(Box<jwt::JwtVerifier>),
 }
 
 impl Identifier {
-    pub async fn new(cfg: &IdentityConfig) -> anyhow::Result<Self> {
+    /// `roots` verify the IdP's certificate when JWT keys come from a `jwks_url`.
+    pub async fn new(cfg: &IdentityConfig, roots: &Roots) -> anyhow::Result<Self> {
         let mode = match &cfg.mode {
             IdentityMode::Trusted => Mode::Trusted,
-            IdentityMode::Jwt(j) => Mode::Jwt(jwt::JwtVerifier::new(j).await?),
+            IdentityMode::Jwt(j) => Mode::Jwt(Box::new(jwt::JwtVerifier::new(j, roots).await?)),
         };
         Ok(Identifier {
             header: cfg.header.clone(),

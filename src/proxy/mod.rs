@@ -62,7 +62,7 @@ impl Runtime {
         };
         Ok(Runtime {
             table: RouteTable::new(&config.routes),
-            identifier: Identifier::new(&config.identity).await?,
+            identifier: Identifier::new(&config.identity, &config.upstream_roots).await?,
             upstream,
             ca,
             config: Arc::new(config),
