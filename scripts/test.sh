@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# promtool (Debian's prometheus package) validates the metrics exposition.
+command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null)
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
@@ -15,4 +18,4 @@ export BAO_BIN="$PWD/.venv/bin/bao"
 export SIDEKEY_TEST_PYTHON="$PWD/.venv/bin/python"
 
 cargo build --quiet --all-targets
-cargo test --all-targets -- --test-threads="${SIDEKEY_TEST_THREADS:-4}"
+cargo test --all-targets --no-fail-fast -- --test-threads="${SIDEKEY_TEST_THREADS:-4}"

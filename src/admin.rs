@@ -21,11 +21,18 @@ pub struct Readiness {
     pub shutting_down: AtomicBool,
 }
 
-pub async fn serve(shared: Arc<Shared>, ready: Arc<Readiness>, listener: TcpListener) {
+/// Serve until `stop` fires. The server stops it only after the proxy has drained,
+/// so `/readyz` answers 503 and `/metrics` stays scrapable during the drain.
+pub async fn serve(
+    shared: Arc<Shared>,
+    ready: Arc<Readiness>,
+    listener: TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shared.shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
         };
         let Ok((stream, _)) = accepted else { continue };
         let shared = shared.clone();

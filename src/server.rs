@@ -61,7 +61,13 @@ pub async fn run(
 
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "listening");
     let proxy_task = tokio::spawn(listener::serve(shared.clone(), listeners.proxy));
-    let admin_task = tokio::spawn(admin::serve(shared.clone(), ready.clone(), listeners.admin));
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        shared.clone(),
+        ready.clone(),
+        listeners.admin,
+        admin_stop.clone(),
+    ));
     let reload_task = tokio::spawn(watch_reloads(shared.clone(), file, loaded_text, own));
 
     shutdown.await;
@@ -78,6 +84,7 @@ pub async fn run(
         tracing::warn!(grace = ?grace, "shutdown grace elapsed with requests still in flight");
     }
     reload_task.abort();
+    admin_stop.cancel();
     let _ = admin_task.await;
     audit.flush();
     Ok(())

@@ -175,9 +175,33 @@ pub struct CredentialSpec {
     pub connect_url: Option<String>,
     /// How long a secret without `expires_at` stays cached.
     pub cache_ttl: Duration,
+    /// A hash of the definition (source, references, TTL; never a secret value): the
+    /// credential cache keys on it, so a reload that redefines a credential is never
+    /// served the old definition's cached token.
+    pub fingerprint: u64,
 }
 
 impl CredentialSpec {
+    pub fn new(
+        name: &str,
+        source: SourceSpec,
+        inject: Option<Inject>,
+        connect_url: Option<String>,
+        cache_ttl: Duration,
+    ) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{source:?}|{cache_ttl:?}").hash(&mut h);
+        CredentialSpec {
+            name: Arc::from(name),
+            source,
+            inject,
+            connect_url,
+            cache_ttl,
+            fingerprint: h.finish(),
+        }
+    }
+
     /// Whether the credential is looked up per end user (`{user}` in its template).
     pub fn per_user(&self) -> bool {
         match &self.source {

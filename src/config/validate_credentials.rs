@@ -271,13 +271,13 @@ fn credential(
     if let Some(u) = &c.connect_url {
         check_url(p, &format!("{at}.connect_url"), u);
     }
-    Some(CredentialSpec {
-        name: Arc::from(name),
+    Some(CredentialSpec::new(
+        name,
         source,
         inject,
-        connect_url: c.connect_url,
+        c.connect_url,
         cache_ttl,
-    })
+    ))
 }
 
 fn check_template(p: &mut Problems, at: &str, t: &str) {

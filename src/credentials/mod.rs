@@ -71,6 +71,7 @@ pub enum CredError {
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
     credential: Arc<str>,
+    definition: u64,
     user: Option<Arc<str>>,
 }
 
@@ -78,6 +79,7 @@ impl Key {
     fn new(spec: &CredentialSpec, user: Option<&str>) -> Self {
         Key {
             credential: spec.name.clone(),
+            definition: spec.fingerprint,
             user: if spec.per_user() {
                 user.map(Arc::from)
             } else {

@@ -26,13 +26,13 @@ fn oauth_client() -> OAuthClient {
 }
 
 fn spec(name: &str, source: SourceSpec) -> Arc<CredentialSpec> {
-    Arc::new(CredentialSpec {
-        name: Arc::from(name),
+    Arc::new(CredentialSpec::new(
+        name,
         source,
-        inject: None,
-        connect_url: None,
-        cache_ttl: Duration::from_secs(300),
-    })
+        None,
+        None,
+        Duration::from_secs(300),
+    ))
 }
 
 fn vault_spec(refresh: bool) -> Arc<CredentialSpec> {

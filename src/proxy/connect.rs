@@ -81,7 +81,9 @@ pub async fn handle(
             // The tunnel is audited when it closes, with the bytes that crossed it.
             let record = ex.detach();
             let shared2 = shared.clone();
+            let guard = conn.guard.clone();
             shared.tasks.spawn(async move {
+                let _guard = guard;
                 let Ok(upgraded) = on_upgrade.await else {
                     return;
                 };
@@ -110,6 +112,7 @@ pub async fn handle(
             ex.skip_audit();
             let on_upgrade = hyper::upgrade::on(req);
             let shared2 = shared.clone();
+            let guard = conn.guard.clone();
             let peer = conn.peer;
             let loopback = conn.loopback;
             shared.tasks.spawn(async move {
@@ -124,6 +127,7 @@ pub async fn handle(
                 };
                 let inner = Arc::new(ConnInfo {
                     peer,
+                    guard,
                     loopback,
                     intercepted: Some(Intercepted { host, port, identity, sni_mismatch }),
                 });

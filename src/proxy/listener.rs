@@ -12,7 +12,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::{ConnInfo, Shared, phases};
+use super::{ConnGuard, ConnInfo, Shared, phases};
 
 /// Accept until shutdown; each connection is served on its own task.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
@@ -40,13 +40,16 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(ConnInfo {
             peer,
+            guard: Some(ConnGuard::new(
+                permit,
+                shared.metrics.open_connections.clone(),
+            )),
             loopback: peer.ip().to_canonical().is_loopback(),
             intercepted: None,
         });
         let shared2 = shared.clone();
         shared.tasks.spawn(async move {
             serve_connection(shared2, TokioIo::new(stream), conn).await;
-            drop(permit);
         });
     }
 }
@@ -74,7 +77,6 @@ where
         (rt.config.limits.clone(), rt.config.timeouts.clone())
     };
     let (limits, timeouts) = limits;
-    shared.metrics.open_connections.inc();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -106,5 +108,4 @@ where
             }
         }
     }
-    shared.metrics.open_connections.dec();
 }

@@ -114,9 +114,39 @@ impl Shared {
     }
 }
 
+/// One client connection's claim on `limits.max_connections` and on the
+/// `sidekey_open_connections` gauge. It lives as long as the connection *or* anything
+/// the connection became (a CONNECT tunnel, an intercepted session, a WebSocket): those
+/// tasks hold a clone, so an upgrade never frees the slot while bytes still flow.
+pub struct ConnGuard {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl ConnGuard {
+    pub fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        gauge: prometheus::IntGauge,
+    ) -> Arc<Self> {
+        gauge.inc();
+        Arc::new(ConnGuard {
+            _permit: permit,
+            gauge,
+        })
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
 /// What is known about the client connection a request arrived on.
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The accepted connection this request belongs to (shared with its upgrades).
+    pub guard: Option<Arc<ConnGuard>>,
     /// The peer is this host: trusted-mode identity headers are honoured.
     pub loopback: bool,
     /// Set inside an intercepted CONNECT tunnel.

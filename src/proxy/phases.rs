@@ -161,13 +161,14 @@ async fn process(
     parts.uri = upstream_uri(&target, query.as_deref())?;
     parts.version = http::Version::HTTP_11;
     if upgrade {
-        return super::upgrade::forward(rt, ex, parts, body).await;
+        return super::upgrade::forward(shared, rt, conn, ex, parts, body).await;
     }
     // forward: an assistant call whose body is small enough is buffered, so that an
     // upstream 401 can be answered by one refresh and one retry.
     let replay = action == Action::Assistant && token.is_some();
     let started = Instant::now();
-    let mut resp = match replay::outgoing(&parts, body, rt.config.limits.replay_body_bytes, replay)
+    let sent = async {
+    Ok::<_, ProxyError>(match replay::outgoing(&parts, body, rt.config.limits.replay_body_bytes, replay)
         .await?
     {
         replay::Outgoing::Stream(body) => {
@@ -198,8 +199,12 @@ async fn process(
                 _ => first,
             }
         }
-    };
+    })
+    }
+    .await;
+    // Upstream time counts for failures too: a hanging upstream must show in latency.
     ex.upstream = Some(started.elapsed());
+    let mut resp = sent?;
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     *resp.version_mut() = http::Version::HTTP_11;
     match (secrets, &route) {

@@ -11,15 +11,17 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::Runtime;
 use super::connector::Conn;
 use super::exchange::Exchange;
 use super::forward::{UpstreamBody, from_connect};
 use super::headers;
+use super::{ConnInfo, Runtime, Shared};
 use crate::error::ProxyError;
 
 pub async fn forward(
+    shared: &Shared,
     rt: &Runtime,
+    conn_info: &ConnInfo,
     ex: &mut Exchange,
     mut parts: http::request::Parts,
     body: Incoming,
@@ -74,17 +76,28 @@ pub async fn forward(
         .unwrap_or("/")
         .parse()
         .map_err(|_| ProxyError::BadRequest("bad path".into()))?;
-    let mut resp = sender
-        .send_request(Request::from_parts(parts, body))
-        .await
-        .map_err(|e| ProxyError::Upstream(e.to_string()))?;
+    let limit = rt.config.timeouts.upstream_response;
+    let sent =
+        tokio::time::timeout(limit, sender.send_request(Request::from_parts(parts, body))).await;
     ex.upstream = Some(started.elapsed());
+    let mut resp = match sent {
+        Err(_) => {
+            return Err(ProxyError::UpstreamTimeout(format!(
+                "{}ms",
+                limit.as_millis()
+            )));
+        }
+        Ok(r) => r.map_err(|e| ProxyError::Upstream(e.to_string()))?,
+    };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         headers::strip_hop_by_hop(resp.headers_mut(), false);
         return Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync()));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
-    tokio::spawn(async move {
+    // The session holds its client connection's slot and is drained at shutdown.
+    let guard = conn_info.guard.clone();
+    shared.tasks.spawn(async move {
+        let _guard = guard;
         let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
             tracing::debug!("upgrade did not complete");
             return;
