@@ -91,14 +91,14 @@ impl Connector {
                 tokio::net::lookup_host((host, port))
                     .await
                     .map_err(|e| ConnectError::Resolve {
-                        host: host.to_string(),
+                        host: crate::audit::bounded(host),
                         reason: e.to_string(),
                     })?;
             (found.collect::<Vec<_>>(), inner.intended.contains(host))
         };
         if addrs.is_empty() {
             return Err(ConnectError::Resolve {
-                host: host.to_string(),
+                host: crate::audit::bounded(host),
                 reason: "no addresses".into(),
             });
         }
@@ -143,13 +143,13 @@ impl Connector {
                 }
             }
             Err(ConnectError::Connect {
-                host: host.to_string(),
+                host: crate::audit::bounded(host),
                 reason: last,
             })
         };
         tokio::time::timeout(self.inner.timeout, attempt)
             .await
-            .map_err(|_| ConnectError::Timeout(host.to_string()))?
+            .map_err(|_| ConnectError::Timeout(crate::audit::bounded(host)))?
     }
 
     /// TLS over `tcp`, verifying the certificate for `host`.
@@ -178,15 +178,15 @@ impl Connector {
     ) -> Result<TlsStream<TcpStream>, ConnectError> {
         let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
             ConnectError::Tls {
-                host: host.to_string(),
+                host: crate::audit::bounded(host),
                 reason: "invalid server name".into(),
             }
         })?;
         let handshake = tls.connect(name, tcp);
         match tokio::time::timeout(timeout, handshake).await {
-            Err(_) => Err(ConnectError::Timeout(host.to_string())),
+            Err(_) => Err(ConnectError::Timeout(crate::audit::bounded(host))),
             Ok(Err(e)) => Err(ConnectError::Tls {
-                host: host.to_string(),
+                host: crate::audit::bounded(host),
                 reason: tls_reason(&e),
             }),
             Ok(Ok(s)) => Ok(s),

@@ -207,6 +207,8 @@ async fn process(
     let mut resp = sent?;
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     *resp.version_mut() = http::Version::HTTP_11;
+    // The status line is sidekey's: a custom upstream reason phrase is not relayed.
+    resp.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
     match (secrets, &route) {
         (Some(secrets), Some(r)) => scrubbed(resp, secrets, r),
         _ => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
@@ -222,8 +224,13 @@ fn scrubbed(
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let encoded = resp
         .headers()
-        .get(http::header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|t| {
+            let t = t.trim_ascii();
+            !t.is_empty() && !t.eq_ignore_ascii_case(b"identity")
+        });
     if encoded {
         return Err(ProxyError::Upstream(
             "upstream sent a compressed body on an injecting route; sidekey asked for identity encoding and cannot scan it for the secret".into(),

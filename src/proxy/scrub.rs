@@ -16,11 +16,13 @@ use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use memchr::memmem;
 
 /// The byte strings that must never reach the agent for one injected token.
 #[derive(Clone)]
 pub struct Secrets {
     patterns: Arc<Vec<Vec<u8>>>,
+    finders: Arc<Vec<memmem::Finder<'static>>>,
     longest: usize,
 }
 
@@ -48,8 +50,13 @@ impl Secrets {
         patterns.sort();
         patterns.dedup();
         let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        let finders = patterns
+            .iter()
+            .map(|p| memmem::Finder::new(p).into_owned())
+            .collect();
         Secrets {
             patterns: Arc::new(patterns),
+            finders: Arc::new(finders),
             longest,
         }
     }
@@ -57,19 +64,21 @@ impl Secrets {
     /// Overwrite every occurrence in `buf` with `*`; returns whether anything was hit.
     pub fn mask(&self, buf: &mut [u8]) -> bool {
         let mut hit = false;
-        for p in self.patterns.iter() {
-            let mut i = 0;
-            while i + p.len() <= buf.len() {
-                if buf[i..i + p.len()] == p[..] {
-                    buf[i..i + p.len()].fill(b'*');
-                    hit = true;
-                    i += p.len();
-                } else {
-                    i += 1;
-                }
+        for f in self.finders.iter() {
+            let len = f.needle().len();
+            let mut at = 0;
+            while let Some(i) = f.find(&buf[at..]) {
+                buf[at + i..at + i + len].fill(b'*');
+                at += i + len;
+                hit = true;
             }
         }
         hit
+    }
+
+    /// Whether `buf` holds any pattern.
+    fn contains_any(&self, buf: &[u8]) -> bool {
+        self.finders.iter().any(|f| f.find(buf).is_some())
     }
 
     /// How many trailing bytes of `buf` could be the start of a pattern.
@@ -86,9 +95,18 @@ impl Secrets {
             .unwrap_or(0)
     }
 
-    /// Mask header values in place; returns how many were changed.
+    /// Mask header values in place, and drop headers whose *name* carries a secret;
+    /// returns how many were changed.
     pub fn mask_headers(&self, headers: &mut HeaderMap) -> usize {
-        let mut changed = 0;
+        let named: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|k| self.contains_any(k.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        let mut changed = named.len();
+        for name in named {
+            headers.remove(name);
+        }
         for value in headers.values_mut() {
             let mut bytes = value.as_bytes().to_vec();
             if self.mask(&mut bytes)
@@ -152,6 +170,15 @@ impl<B: Body<Data = Bytes>> Body for ScrubBody<B> {
                 Poll::Ready(None) => *this.done = true,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    // Fast path: a clean chunk with nothing pending passes through
+                    // without a copy.
+                    Ok(data)
+                        if this.carry.is_empty()
+                            && !this.secrets.contains_any(&data)
+                            && this.secrets.partial_tail(&data) == 0 =>
+                    {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
                     Ok(data) => {
                         this.carry.extend_from_slice(&data);
                         this.secrets.mask(this.carry);
