@@ -17,5 +17,14 @@ fi
 export BAO_BIN="$PWD/.venv/bin/bao"
 export SIDEKEY_TEST_PYTHON="$PWD/.venv/bin/python"
 
+# Fuzz smoke: every cargo-fuzz target for a few seconds (stable toolchain, no sanitizer).
+# Longer runs: see docs/hardening.md.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+(cd fuzz && for t in config route_match identity scrubber; do
+  d=""; [ -f "$t.dict" ] && d="-dict=$t.dict"
+  echo "fuzz smoke: $t"
+  cargo fuzz run --sanitizer none "$t" -- -max_total_time="${SIDEKEY_FUZZ_SECONDS:-10}" $d 2>&1 | tail -n 2
+done)
+
 cargo build --quiet --all-targets
 cargo test --all-targets --no-fail-fast -- --test-threads="${SIDEKEY_TEST_THREADS:-4}"

@@ -16,6 +16,9 @@ use http::{HeaderValue, Response, StatusCode, header};
 pub enum ProxyError {
     #[error("{0}")]
     BadRequest(String),
+    /// Request headers over `limits.max_header_bytes` (431, code `bad_request`).
+    #[error("request headers exceed {0} bytes")]
+    HeadersTooLarge(usize),
     #[error("this route needs the end user's identity in the `{header}` header")]
     IdentityRequired { header: String },
     #[error("identity rejected: {0}")]
@@ -48,7 +51,7 @@ impl ProxyError {
     /// The contract's error code: header, audit field and metric label.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) => "bad_request",
+            Self::BadRequest(_) | Self::HeadersTooLarge(_) => "bad_request",
             Self::IdentityRequired { .. } => "identity_required",
             Self::IdentityInvalid(_) => "identity_invalid",
             Self::CredentialMissing { .. } => "credential_missing",
@@ -65,6 +68,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::IdentityRequired { .. }
             | Self::IdentityInvalid(_)
             | Self::CredentialMissing { .. }
@@ -88,6 +92,7 @@ impl ProxyError {
                 | Self::UserNotAllowed { .. }
                 | Self::EgressDenied(_)
                 | Self::BadRequest(_)
+                | Self::HeadersTooLarge(_)
         )
     }
 

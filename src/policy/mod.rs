@@ -13,7 +13,7 @@ use std::sync::Arc;
 use http::Method;
 
 pub use path::{match_form, normalize};
-pub use pattern::{HostPattern, PathGlob};
+pub use pattern::{HostPattern, PathGlob, canonical_host};
 
 use crate::config::{Action, DefaultAction, RouteSpec};
 

@@ -51,16 +51,42 @@ pub fn normalize(raw: &str) -> Result<String, &'static str> {
     Ok(path)
 }
 
-/// The form route globs are matched against: normalised, `;params` removed.
+/// The form route globs are matched against: the normalised path read the way the
+/// most lenient origin server would read it. `;params` are dropped, escaped slashes
+/// and backslashes (`%2F`, `%5C`) count as separators, and the empty and dot segments
+/// that leaves are resolved again, so `/x/..;/admin`, `/;/admin` and `/%2Fadmin` all
+/// match as `/admin`.
 pub fn match_form(normalized: &str) -> std::borrow::Cow<'_, str> {
-    if !normalized.contains(';') {
+    if !normalized.contains([';', '%']) {
         return normalized.into();
     }
-    let segs: Vec<&str> = normalized
-        .split('/')
-        .map(|s| s.split(';').next().unwrap_or(""))
-        .collect();
-    segs.join("/").into()
+    let mut lenient = String::with_capacity(normalized.len());
+    for (i, seg) in normalized.split('/').enumerate() {
+        if i > 0 {
+            lenient.push('/');
+        }
+        lenient.push_str(seg.split(';').next().unwrap_or(""));
+    }
+    let lenient = lenient.replace("%2F", "/").replace("%5C", "/");
+    let mut out: Vec<&str> = Vec::new();
+    for seg in lenient.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = String::with_capacity(lenient.len());
+    for s in &out {
+        path.push('/');
+        path.push_str(s);
+    }
+    if path.is_empty() || lenient.ends_with('/') {
+        path.push('/');
+    }
+    path.into()
 }
 
 fn decode_unreserved(raw: &str) -> Result<String, &'static str> {
@@ -129,6 +155,17 @@ mod tests {
         assert!(normalize("/a%zz").is_err());
         assert!(normalize("a").is_err());
         assert_eq!(match_form("/admin;x=1/users"), "/admin/users");
+        for dodge in [
+            "/x/..;/admin",
+            "/;/admin",
+            "/.;/admin",
+            "/%2Fadmin",
+            "/%2F/admin",
+            "/%5Cadmin",
+        ] {
+            let n = normalize(dodge).unwrap();
+            assert_eq!(match_form(&n), "/admin", "{dodge}");
+        }
         assert!(normalize("/a/..%2f..%2fetc").is_err());
         assert!(normalize("/a/%2e%2e%2Fetc").is_err());
         assert!(normalize("/a/..%5Cetc").is_err());

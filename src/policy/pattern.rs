@@ -1,5 +1,52 @@
 //! The two matchers a route is made of: host patterns and anchored path globs.
 
+/// The one spelling of a request host that policy and egress see: lower case, no
+/// brackets, no trailing dot, and every numeric IPv4 notation a resolver would accept
+/// (`127.1`, `2130706433`, `0x7f000001`, `0177.0.0.1`) or IPv4-mapped IPv6 written as
+/// the dotted quad, so a rule for `127.0.0.1` covers them all.
+pub fn canonical_host(host: &str) -> String {
+    let h = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if let Ok(ip) = h.parse::<std::net::IpAddr>() {
+        return ip.to_canonical().to_string();
+    }
+    inet_aton(&h).map(|v4| v4.to_string()).unwrap_or(h)
+}
+
+/// The classic `inet_aton` forms: 1 to 4 parts, each decimal, `0x` hex or `0` octal.
+fn inet_aton(h: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = h.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(4);
+    for p in &parts {
+        let n = if let Some(x) = p.strip_prefix("0x") {
+            u32::from_str_radix(x, 16).ok()?
+        } else if p.len() > 1 && p.starts_with('0') {
+            u32::from_str_radix(&p[1..], 8).ok()?
+        } else if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+            p.parse().ok()?
+        } else {
+            return None;
+        };
+        nums.push(n);
+    }
+    let (last, head) = nums.split_last()?;
+    let last_bits = 8 * (4 - head.len() as u32);
+    if head.iter().any(|n| *n > 255) || (last_bits < 32 && u64::from(*last) >= 1u64 << last_bits) {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for (i, n) in head.iter().enumerate() {
+        v |= n << (24 - 8 * i as u32);
+    }
+    Some(std::net::Ipv4Addr::from(v | last))
+}
+
 /// `api.notion.com` (exact) or `*.example.com` (any subdomain, never the apex).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
@@ -130,6 +177,27 @@ mod tests {
                 .unwrap()
                 .matches("slack.com")
         );
+    }
+
+    #[test]
+    fn numeric_hosts_have_one_spelling() {
+        for h in [
+            "127.0.0.1",
+            "127.1",
+            "2130706433",
+            "0x7f000001",
+            "0177.0.0.1",
+            "0x7f.0.0.1",
+            "[::ffff:127.0.0.1]",
+            "127.0.0.1.",
+        ] {
+            assert_eq!(canonical_host(h), "127.0.0.1", "{h}");
+        }
+        assert_eq!(canonical_host("Api.Test."), "api.test");
+        assert_eq!(canonical_host("[::1]"), "::1");
+        assert_eq!(canonical_host("1.2.3"), "1.2.0.3");
+        assert_eq!(canonical_host("256.1.1.1"), "256.1.1.1");
+        assert_eq!(canonical_host("08.1.1.1"), "08.1.1.1");
     }
 
     #[test]

@@ -31,11 +31,7 @@ pub async fn handle(
         .authority()
         .cloned()
         .ok_or_else(|| ProxyError::BadRequest("CONNECT needs host:port".into()))?;
-    let host = authority
-        .host()
-        .trim_matches(['[', ']'])
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let host = crate::policy::canonical_host(authority.host());
     let port = authority.port_u16().unwrap_or(443);
     ex.host = host.clone();
     ex.path = String::new();
@@ -119,7 +115,7 @@ pub async fn handle(
                 let Ok(upgraded) = on_upgrade.await else { return };
                 let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
                 let Ok(start) = acceptor.await else { return };
-                let sni = start.client_hello().server_name().map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+                let sni = start.client_hello().server_name().map(crate::policy::canonical_host);
                 let sni_mismatch = sni.as_deref().is_some_and(|s| s != host);
                 let Ok(tls) = start.into_stream(server_config).await else {
                     tracing::debug!(host = %crate::audit::bounded(&host), "client TLS handshake failed (does it trust sidekey's CA?)");

@@ -42,6 +42,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Headers whose underscore spelling must never pass: a CGI/WSGI upstream folds `_`
+/// into `-` and would read them as framing or credentials.
+const SENSITIVE: [&str; 12] = [
+    "transfer-encoding",
+    "content-length",
+    "connection",
+    "host",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+];
+
+/// Drop `Transfer_Encoding`, `Content_Length` and the like (see [`SENSITIVE`]).
+pub fn strip_underscore_lookalikes(headers: &mut HeaderMap) {
+    let found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            k.as_str().contains('_')
+                && SENSITIVE.contains(&k.as_str().replace('_', "-").trim_matches('-'))
+        })
+        .cloned()
+        .collect();
+    for name in found {
+        headers.remove(name);
+    }
+}
+
 /// Remove the identity header and every look-alike (`x_sidekey_user`, any case).
 ///
 /// Done on every request, injected or not: the identity is for sidekey alone, and an

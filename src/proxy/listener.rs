@@ -48,10 +48,36 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
             intercepted: None,
         });
         let shared2 = shared.clone();
+        let deadline = shared.runtime().config.timeouts.request_headers;
         shared.tasks.spawn(async move {
+            if !opening_bytes(&stream, deadline).await {
+                return;
+            }
             serve_connection(shared2, TokioIo::new(stream), conn).await;
         });
     }
+}
+
+/// Wait (bounded by the request-header timeout) until the client has said enough to
+/// tell HTTP/1 from HTTP/2. Protocol detection itself has no timer, so without this a
+/// connection that sends nothing (or half a preface) would hold its slot forever.
+async fn opening_bytes(stream: &tokio::net::TcpStream, limit: std::time::Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let wait = async {
+        // The preface and the header of the client's first frame (its SETTINGS).
+        let mut buf = [0u8; 24 + 9];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == buf.len() => return true,
+                Ok(n) if !PREFACE.starts_with(&buf[..n.min(PREFACE.len())]) => return true,
+                // A partial HTTP/2 preface: peek returns at once while bytes are
+                // pending, so poll gently until the rest arrives.
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait).await.unwrap_or(false)
 }
 
 /// [`serve_connection`] behind a nameable type: an intercepted tunnel serves a
@@ -90,7 +116,10 @@ where
         .max_concurrent_streams(256)
         .max_header_list_size(limits.max_header_bytes as u32)
         .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(256);
+        .max_local_error_reset_streams(256)
+        // A peer that stops answering pings is dropped instead of holding its slot.
+        .keep_alive_interval(Some(timeouts.idle))
+        .keep_alive_timeout(std::time::Duration::from_secs(20));
     let svc_shared = shared.clone();
     let service = service_fn(move |req| phases::handle(svc_shared.clone(), conn.clone(), req));
     let serving = builder.serve_connection_with_upgrades(io, service);

@@ -66,6 +66,20 @@ async fn process(
         return connect::handle(shared, rt, conn, ex, req).await;
     }
     let (mut parts, body) = req.into_parts();
+    // hyper's HTTP/1 buffer cannot go below 8 KiB, so the configured limit is also
+    // checked here, for both protocols.
+    let limit = rt.config.limits.max_header_bytes;
+    let uri_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
+    let size: usize = uri_len
+        + parts
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if size > limit {
+        return Err(ProxyError::HeadersTooLarge(limit));
+    }
     ex.trace_id = Some(headers::ensure_traceparent(&mut parts.headers));
 
     // Until the target is known, audit what the client asked for (never the query).
@@ -138,6 +152,7 @@ async fn process(
 
     // inject: build the upstream request.
     headers::strip_identity(&mut parts.headers, rt.identifier.header());
+    headers::strip_underscore_lookalikes(&mut parts.headers);
     let upgrade = is_upgrade(&parts);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.remove(http::header::HOST);
@@ -161,7 +176,21 @@ async fn process(
     parts.uri = upstream_uri(&target, query.as_deref())?;
     parts.version = http::Version::HTTP_11;
     if upgrade {
-        return super::upgrade::forward(shared, rt, conn, ex, parts, body).await;
+        let resp = super::upgrade::forward(shared, rt, conn, ex, parts, body).await?;
+        // Asking for an upgrade must not dodge response hygiene: a refused handshake is
+        // an ordinary response. (Frames of an accepted WebSocket are not scanned.)
+        return match (secrets, &route) {
+            (Some(secrets), Some(r)) if resp.status() != StatusCode::SWITCHING_PROTOCOLS => {
+                scrubbed(resp, secrets, r)
+            }
+            (Some(secrets), Some(_)) => {
+                let mut resp = resp;
+                secrets.mask_headers(resp.headers_mut());
+                resp.headers_mut().remove(http::header::SET_COOKIE);
+                Ok(resp)
+            }
+            _ => Ok(resp),
+        };
     }
     // forward: an assistant call whose body is small enough is buffered, so that an
     // upstream 401 can be answered by one refresh and one retry.
@@ -203,7 +232,9 @@ async fn process(
     }
     .await;
     // Upstream time counts for failures too: a hanging upstream must show in latency.
-    ex.upstream = Some(started.elapsed());
+    if !matches!(sent, Err(ProxyError::EgressDenied(_))) {
+        ex.upstream = Some(started.elapsed());
+    }
     let mut resp = sent?;
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     *resp.version_mut() = http::Version::HTTP_11;
@@ -217,11 +248,15 @@ async fn process(
 
 /// Response hygiene on an injecting route: no secret, no upstream cookies (unless the
 /// route keeps cookies), and no body sidekey cannot scan.
-fn scrubbed(
-    mut resp: Response<Incoming>,
+fn scrubbed<B>(
+    mut resp: Response<B>,
     secrets: Secrets,
     route: &RouteSpec,
-) -> Result<Response<UpstreamBody>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<super::forward::BoxError>,
+{
     let encoded = resp
         .headers()
         .get_all(http::header::CONTENT_ENCODING)

@@ -15,7 +15,7 @@ use http::uri::{Authority, Scheme};
 use super::Intercepted;
 use crate::config::RouteSpec;
 use crate::error::ProxyError;
-use crate::policy::{RouteTable, match_form, normalize};
+use crate::policy::{RouteTable, canonical_host, match_form, normalize};
 
 #[derive(Debug)]
 pub struct Target {
@@ -79,10 +79,7 @@ pub fn resolve(
     }
 
     if let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) {
-        let host = authority
-            .host()
-            .trim_matches(['[', ']'])
-            .to_ascii_lowercase();
+        let host = canonical_host(authority.host());
         let default_port = if *scheme == Scheme::HTTPS {
             443
         } else if *scheme == Scheme::HTTP {
@@ -166,9 +163,9 @@ fn check_same_host(
     default_port: u16,
 ) -> Result<(), ProxyError> {
     let a: Authority = value.parse().map_err(|_| bad("bad Host header"))?;
-    let h = a.host().trim_matches(['[', ']']).to_ascii_lowercase();
+    let h = canonical_host(a.host());
     let p = a.port_u16().unwrap_or(default_port);
-    if h.trim_end_matches('.') != host.trim_end_matches('.') || p != port {
+    if h != host || p != port {
         return Err(bad(format!(
             "request names host `{}`, not the tunnel's `{host}`",
             crate::audit::bounded(&h)
