@@ -49,7 +49,12 @@ impl Runtime {
     pub async fn build(config: Config, own: Vec<SocketAddr>) -> anyhow::Result<Self> {
         let roots = &config.upstream_roots;
         let tls = crate::tls::client_config(roots.system, &roots.bundles)?;
-        let tls_h1 = crate::tls::client_config_http1(roots.system, &roots.bundles)?;
+        // Same verifier and roots (shared, parsed once); ALPN http/1.1 only.
+        let tls_h1 = {
+            let mut c = (*tls).clone();
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(c)
+        };
         let connector = connector::Connector::new(&config, own, tls, tls_h1);
         let upstream = forward::Upstream::new(
             connector,
