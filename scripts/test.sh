@@ -26,5 +26,6 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
   cargo fuzz run --sanitizer none "$t" -- -max_total_time="${SIDEKEY_FUZZ_SECONDS:-10}" $d 2>&1 | tail -n 2
 done)
 
+# Benches are built (so they cannot rot) but run only on demand: see README, Benchmarks.
 cargo build --quiet --all-targets
-cargo test --all-targets --no-fail-fast -- --test-threads="${SIDEKEY_TEST_THREADS:-4}"
+cargo test --lib --bins --tests --no-fail-fast -- --test-threads="${SIDEKEY_TEST_THREADS:-4}"
