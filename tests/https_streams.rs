@@ -187,8 +187,9 @@ fn websocket_echo_through_gateway_with_python_websockets() {
     assert_eq!(v["echo"], "hello through the gateway", "{v}");
     assert_eq!(v["status"], 101, "{v}");
     assert_ws_upstream(&up);
+    // Audit records are written in batches: wait for this one before reading.
     let a = sk
-        .audit_records()
+        .wait_audit(1)
         .into_iter()
         .find(|r| r["route"] == "slack-ws-gateway");
     let a = a.unwrap_or_else(|| {
