@@ -16,16 +16,7 @@ pub fn normalize(raw: &str) -> Result<String, &'static str> {
         return Err("path must start with /");
     }
     let decoded = decode_unreserved(raw)?;
-    let mut out: Vec<&str> = Vec::new();
-    for seg in decoded.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-    }
+    let out = resolve_dots(&decoded);
     // An escaped slash keeps a segment whole (`group%2Fproject` is one segment), but a
     // segment that would hold a dot segment once a server decodes it is refused: it is
     // only ever sent to climb out of a base path.
@@ -39,15 +30,7 @@ pub fn normalize(raw: &str) -> Result<String, &'static str> {
             return Err("encoded dot segment in path");
         }
     }
-    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
-    let mut path = String::with_capacity(decoded.len());
-    for s in &out {
-        path.push('/');
-        path.push_str(s);
-    }
-    if trailing || path.is_empty() {
-        path.push('/');
-    }
+    let path = join(&out, &decoded);
     Ok(path)
 }
 
@@ -68,8 +51,14 @@ pub fn match_form(normalized: &str) -> std::borrow::Cow<'_, str> {
         lenient.push_str(seg.split(';').next().unwrap_or(""));
     }
     let lenient = lenient.replace("%2F", "/").replace("%5C", "/");
+    join(&resolve_dots(&lenient), &lenient).into()
+}
+
+/// The segments of `path` with empty and `.` segments dropped and `..` resolved
+/// (RFC 3986 5.2.4), never climbing above the root.
+fn resolve_dots(path: &str) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
-    for seg in lenient.split('/') {
+    for seg in path.split('/') {
         match seg {
             "" | "." => {}
             ".." => {
@@ -78,15 +67,22 @@ pub fn match_form(normalized: &str) -> std::borrow::Cow<'_, str> {
             s => out.push(s),
         }
     }
-    let mut path = String::with_capacity(lenient.len());
-    for s in &out {
+    out
+}
+
+/// Join resolved segments from the root, keeping a trailing slash when `source` had
+/// one (a final `.` or `..` also leaves one).
+fn join(segs: &[&str], source: &str) -> String {
+    let mut path = String::with_capacity(source.len());
+    for s in segs {
         path.push('/');
         path.push_str(s);
     }
-    if path.is_empty() || lenient.ends_with('/') {
+    let trailing = source.ends_with('/') || source.ends_with("/.") || source.ends_with("/..");
+    if trailing || path.is_empty() {
         path.push('/');
     }
-    path.into()
+    path
 }
 
 fn decode_unreserved(raw: &str) -> Result<String, &'static str> {

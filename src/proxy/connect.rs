@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 
 use super::exchange::Exchange;
 use super::forward::{UpstreamBody, from_connect};
-use super::phases::empty;
+use super::phases::{self, empty};
 use super::{ConnInfo, Intercepted, Runtime, Shared, listener};
 use crate::error::ProxyError;
 use crate::policy::ConnectPlan;
@@ -56,15 +56,12 @@ pub async fn handle(
         ))),
         ConnectPlan::Tunnel => {
             ex.action = Some(crate::config::Action::Passthrough);
-            if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-                let written = rt.config.upstreams.contains_key(&host)
-                    || rt.config.routes.iter().any(|r| matches!(&r.host, Some(crate::policy::HostPattern::Exact(h)) if *h == host));
-                if !written {
-                    super::egress::allowed(ip, &rt.config.egress_allow).map_err(|reason| {
-                        ProxyError::EgressDenied(format!("{ip} is a {reason} address"))
-                    })?;
-                }
-            }
+            let named = rt
+                .config
+                .routes
+                .iter()
+                .any(|r| phases::names_host(r, &host));
+            phases::literal_ip_allowed(rt, &host, named)?;
             let started = std::time::Instant::now();
             let upstream = rt
                 .upstream

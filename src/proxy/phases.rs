@@ -183,10 +183,9 @@ async fn process(
             (Some(secrets), Some(r)) if resp.status() != StatusCode::SWITCHING_PROTOCOLS => {
                 scrubbed(resp, secrets, r)
             }
-            (Some(secrets), Some(_)) => {
+            (Some(secrets), Some(r)) => {
                 let mut resp = resp;
-                secrets.mask_headers(resp.headers_mut());
-                resp.headers_mut().remove(http::header::SET_COOKIE);
+                response_headers(resp.headers_mut(), &secrets, r);
                 Ok(resp)
             }
             _ => Ok(resp),
@@ -271,21 +270,27 @@ where
             "upstream sent a compressed body on an injecting route; sidekey asked for identity encoding and cannot scan it for the secret".into(),
         ));
     }
-    let keeps_cookies = route
-        .keep_client_headers
-        .iter()
-        .any(|h| h == http::header::COOKIE || h == http::header::SET_COOKIE);
-    if !keeps_cookies {
-        resp.headers_mut().remove(http::header::SET_COOKIE);
-    }
-    if secrets.mask_headers(resp.headers_mut()) > 0 {
-        tracing::warn!(route = %route.name, "upstream echoed the injected secret in a response header; masked");
-    }
+    response_headers(resp.headers_mut(), &secrets, route);
     Ok(resp.map(|b| {
         ScrubBody::new(b, secrets)
             .map_err(Into::into)
             .boxed_unsync()
     }))
+}
+
+/// Header hygiene on an injecting route's response: no upstream cookies unless the
+/// route keeps cookies, and no secret in any header.
+fn response_headers(headers: &mut http::HeaderMap, secrets: &Secrets, route: &RouteSpec) {
+    let keeps_cookies = route
+        .keep_client_headers
+        .iter()
+        .any(|h| h == http::header::COOKIE || h == http::header::SET_COOKIE);
+    if !keeps_cookies {
+        headers.remove(http::header::SET_COOKIE);
+    }
+    if secrets.mask_headers(headers) > 0 {
+        tracing::warn!(route = %route.name, "upstream echoed the injected secret in a response header; masked");
+    }
 }
 
 async fn identify(
@@ -419,15 +424,27 @@ pub(super) fn egress_intent(
     target: &Target,
     route: Option<&RouteSpec>,
 ) -> Result<(), ProxyError> {
-    let Ok(ip) = target.host.parse::<std::net::IpAddr>() else {
+    let named_by_route =
+        target.gateway.is_some() || route.is_some_and(|r| names_host(r, &target.host));
+    literal_ip_allowed(rt, &target.host, named_by_route)
+}
+
+/// Whether `route` matches exactly this host (a literal IP written in the config).
+pub(super) fn names_host(route: &RouteSpec, host: &str) -> bool {
+    matches!(&route.host, Some(crate::policy::HostPattern::Exact(h)) if h == host)
+}
+
+/// The egress check for a literal-IP host: allowed when the operator wrote it (a
+/// route naming it, an `upstreams:` key), else only if public or in `allow_cidrs`.
+pub(super) fn literal_ip_allowed(
+    rt: &Runtime,
+    host: &str,
+    named_by_route: bool,
+) -> Result<(), ProxyError> {
+    let Ok(ip) = host.parse::<std::net::IpAddr>() else {
         return Ok(());
     };
-    let written = target.gateway.is_some()
-        || rt.config.upstreams.contains_key(&target.host)
-        || route.is_some_and(
-            |r| matches!(&r.host, Some(crate::policy::HostPattern::Exact(h)) if *h == target.host),
-        );
-    if written {
+    if named_by_route || rt.config.upstreams.contains_key(host) {
         return Ok(());
     }
     super::egress::allowed(ip, &rt.config.egress_allow)
