@@ -192,11 +192,7 @@ fn run(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(worker_threads())
-        .build()
-    {
+    let runtime = match runtime_builder(worker_threads()).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sidekey: cannot start the runtime: {e}");
@@ -214,6 +210,19 @@ fn run(path: &Path) -> ExitCode {
             eprintln!("sidekey: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// One worker: a current-thread runtime, which does the same work as a one-worker
+/// multi-thread runtime without the work-stealing machinery (atomics, a second
+/// thread for `block_on`, cross-thread wake-ups). More: a multi-thread runtime.
+fn runtime_builder(workers: usize) -> tokio::runtime::Builder {
+    if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
     }
 }
 

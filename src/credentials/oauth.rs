@@ -222,11 +222,10 @@ fn parse_token(
         None => c.scopes.clone(),
     };
     Ok(Token {
-        access_token: SecretString::from(access.to_string()),
         refresh_token,
         expires_at,
         scopes,
-        version: None,
+        ..Token::bare(access.to_string())
     })
 }
 

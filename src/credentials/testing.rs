@@ -155,11 +155,9 @@ impl TokenEndpoint for FakeOAuth {
                 v.0.insert(r.clone());
             }
             Ok(Token {
-                access_token: SecretString::from(format!("at-{n}")),
                 refresh_token: refresh.map(SecretString::from),
                 expires_at: Some(SystemTime::now() + Duration::from_secs(self.expires_in)),
-                scopes: vec![],
-                version: None,
+                ..Token::bare(format!("at-{n}"))
             })
         })
     }

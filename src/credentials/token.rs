@@ -1,8 +1,11 @@
 //! The credential value itself, and the secret map it is read from.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::proxy::scrub::Secrets;
 
 /// A credential ready to inject. The token is a [`SecretString`]: it redacts itself
 /// in `Debug`, is zeroed on drop, and is only read by `expose_secret()` at injection.
@@ -14,6 +17,10 @@ pub struct Token {
     pub scopes: Vec<String>,
     /// KV v2 version the token was read at (for check-and-set write-back).
     pub version: Option<u64>,
+    /// The response scrubber's patterns for `access_token`, built on first use: one
+    /// cached token serves many requests, and building them per request (encodings,
+    /// substring searchers) showed in load profiles.
+    pub(crate) scan: OnceLock<Secrets>,
 }
 
 impl Token {
@@ -24,7 +31,14 @@ impl Token {
             expires_at: None,
             scopes: Vec::new(),
             version: None,
+            scan: OnceLock::new(),
         }
+    }
+
+    /// What the response must never carry for this token (see [`Secrets`]).
+    pub fn secrets(&self) -> &Secrets {
+        self.scan
+            .get_or_init(|| Secrets::new(self.access_token.expose_secret(), &[]))
     }
 
     /// Time left before `expires_at` (zero once past); `None` without an expiry.
@@ -59,11 +73,10 @@ impl Token {
             _ => Vec::new(),
         };
         Ok(Token {
-            access_token: SecretString::from(access.to_string()),
             refresh_token,
             expires_at,
             scopes,
-            version: None,
+            ..Token::bare(access.to_string())
         })
     }
 }

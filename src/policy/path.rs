@@ -15,6 +15,9 @@ pub fn normalize(raw: &str) -> Result<String, &'static str> {
     if !raw.starts_with('/') {
         return Err("path must start with /");
     }
+    if is_plain(raw) {
+        return Ok(raw.to_string());
+    }
     let decoded = decode_unreserved(raw)?;
     let out = resolve_dots(&decoded);
     // An escaped slash keeps a segment whole (`group%2Fproject` is one segment), but a
@@ -32,6 +35,25 @@ pub fn normalize(raw: &str) -> Result<String, &'static str> {
     }
     let path = join(&out, &decoded);
     Ok(path)
+}
+
+/// Whether `raw` (starting with `/`) is already normal: no escapes, no NUL, and no
+/// empty, `.` or `..` segment (a trailing slash aside). Most real paths are, and
+/// [`normalize`] returns them as they are without the general decode-and-resolve pass.
+fn is_plain(raw: &str) -> bool {
+    if raw.bytes().any(|b| b == b'%' || b == 0) {
+        return false;
+    }
+    let mut segs = raw[1..].split('/').peekable();
+    while let Some(seg) = segs.next() {
+        let last = segs.peek().is_none();
+        match seg {
+            "." | ".." => return false,
+            "" if !last => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// The form route globs are matched against: the normalised path read the way the
@@ -135,6 +157,48 @@ fn utf8_len(first: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`normalize`] without its fast path.
+    fn normalize_general(raw: &str) -> Result<String, &'static str> {
+        let decoded = decode_unreserved(raw)?;
+        let out = resolve_dots(&decoded);
+        Ok(join(&out, &decoded))
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_pass() {
+        // Every path of up to 5 characters over an alphabet of the interesting bytes.
+        let alphabet = ['/', '.', 'a', ';', '%', '2', 'F'];
+        let mut paths = vec![String::from("/")];
+        for _ in 0..5 {
+            let next: Vec<String> = paths
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            paths.extend(next);
+        }
+        let mut plain = 0;
+        for p in &paths {
+            if is_plain(p) {
+                plain += 1;
+                assert_eq!(
+                    normalize(p).as_deref(),
+                    normalize_general(p).as_deref(),
+                    "{p}"
+                );
+            }
+        }
+        assert!(
+            plain > 100,
+            "the fast path was exercised only {plain} times"
+        );
+        for p in ["/", "/a", "/a/", "/a/b.c/d;e", "/.well-known/x"] {
+            assert!(is_plain(p), "{p}");
+        }
+        for p in ["//", "/a//b", "/.", "/a/..", "/a/./b", "/%2e", "/a/../"] {
+            assert!(!is_plain(p), "{p}");
+        }
+    }
 
     #[test]
     fn resolves_tricks() {

@@ -5,6 +5,16 @@
 /// (`127.1`, `2130706433`, `0x7f000001`, `0177.0.0.1`) or IPv4-mapped IPv6 written as
 /// the dotted quad, so a rule for `127.0.0.1` covers them all.
 pub fn canonical_host(host: &str) -> String {
+    // Fast path: a lower-case DNS name that cannot be read as a number (a letter past
+    // `f`, other than the `x` of `0x`) is already canonical.
+    let b = host.as_bytes();
+    if b.iter().any(|c| matches!(c, b'g'..=b'w' | b'y' | b'z'))
+        && b.iter()
+            .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_'))
+        && !host.ends_with('.')
+    {
+        return host.to_string();
+    }
     let h = host
         .trim_start_matches('[')
         .trim_end_matches(']')

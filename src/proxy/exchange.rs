@@ -43,10 +43,17 @@ pub struct Exchange {
     skip: bool,
 }
 
+/// 32 random lower-case hex digits (on every request, so without `format!`).
+fn new_request_id() -> String {
+    let mut id = [0u8; 32];
+    super::headers::lower_hex(fastrand::u128(..), &mut id);
+    String::from_utf8_lossy(&id).into_owned()
+}
+
 impl Exchange {
     pub fn new(method: &Method, scheme: &'static str) -> Self {
         Exchange {
-            request_id: format!("{:032x}", fastrand::u128(..)),
+            request_id: new_request_id(),
             trace_id: None,
             start: Instant::now(),
             ts: time::OffsetDateTime::now_utc(),

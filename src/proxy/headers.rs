@@ -19,26 +19,29 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Drop hop-by-hop headers, including those `Connection` lists. `Upgrade` is kept only
 /// when `keep_upgrade` (a WebSocket handshake sidekey forwards itself).
+///
+/// Runs twice per request, so it first scans the names once (cheap comparisons of
+/// standard headers) and only removes, by hash lookup, what is actually there.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(&name);
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if HOP_BY_HOP.contains(name) || (!keep_upgrade && name == header::UPGRADE) {
+            doomed.push(name.clone());
         }
     }
-    for name in &HOP_BY_HOP {
+    for value in headers.get_all(header::CONNECTION) {
+        let listed = value.to_str().ok().into_iter().flat_map(|v| v.split(','));
+        for name in listed.filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()) {
+            if !(keep_upgrade && name == header::UPGRADE) {
+                doomed.push(name);
+            }
+        }
+    }
+    for name in &doomed {
         headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -118,28 +121,28 @@ pub fn strip_client_credentials(
     }
 }
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// The W3C trace id of a valid `traceparent`, or `None`.
 pub fn trace_id(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get("traceparent")?.to_str().ok()?;
-    let parts: Vec<&str> = v.trim().split('-').collect();
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
-    if parts.len() < 4
-        || !hex(parts[0], 2)
-        || parts[0] == "ff"
-        || !hex(parts[1], 32)
-        || !hex(parts[2], 16)
-        || !hex(parts[3], 2)
-    {
+    let v = headers.get(TRACEPARENT)?.to_str().ok()?;
+    let mut parts = v.trim().split('-');
+    let mut field = |n: usize| parts.next().filter(|s| is_lower_hex(s, n));
+    let (version, trace, span, flags) = (field(2)?, field(32)?, field(16)?, field(2));
+    if flags.is_none() || version == "ff" {
         return None;
     }
-    if parts[1].bytes().all(|b| b == b'0') || parts[2].bytes().all(|b| b == b'0') {
+    if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
         return None;
     }
-    Some(parts[1].to_string())
+    Some(trace.to_string())
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Keep a valid `traceparent`, or start a new trace; returns the trace id.
@@ -147,13 +150,27 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) -> String {
     if let Some(id) = trace_id(headers) {
         return id;
     }
-    let trace = format!("{:032x}", fastrand::u128(1..));
-    let span = format!("{:016x}", fastrand::u64(1..));
-    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span}-01")) {
-        headers.insert("traceparent", v);
+    // "00-" + 32 hex trace id + "-" + 16 hex span id + "-01", built without `format!`.
+    let mut tp = [0u8; 55];
+    tp[..3].copy_from_slice(b"00-");
+    lower_hex(fastrand::u128(1..), &mut tp[3..35]);
+    tp[35] = b'-';
+    lower_hex(u128::from(fastrand::u64(1..)), &mut tp[36..52]);
+    tp[52..].copy_from_slice(b"-01");
+    if let Ok(v) = HeaderValue::from_bytes(&tp) {
+        headers.insert(TRACEPARENT, v);
     }
-    headers.remove("tracestate");
-    trace
+    headers.remove(TRACESTATE);
+    String::from_utf8_lossy(&tp[3..35]).into_owned()
+}
+
+/// Write the low `out.len() * 4` bits of `v` as lower-case hex, most significant first.
+pub fn lower_hex(mut v: u128, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 #[cfg(test)]
@@ -204,5 +221,56 @@ mod tests {
         let id = ensure_traceparent(&mut h);
         assert_eq!(id.len(), 32);
         assert_eq!(trace_id(&h).unwrap(), id);
+        let tp = h["traceparent"].to_str().unwrap();
+        assert_eq!(tp.len(), 55);
+        assert!(tp.starts_with("00-") && tp.ends_with("-01"));
+        assert!(h.get("tracestate").is_none());
+    }
+
+    #[test]
+    fn invalid_traceparents_are_replaced() {
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", HeaderValue::from_static(bad));
+            assert_eq!(trace_id(&h), None, "{bad}");
+            let id = ensure_traceparent(&mut h);
+            assert_ne!(h["traceparent"], bad);
+            assert_eq!(trace_id(&h), Some(id));
+        }
+    }
+
+    #[test]
+    fn lower_hex_pads_and_truncates() {
+        let mut out = [0u8; 8];
+        lower_hex(0xabc, &mut out);
+        assert_eq!(&out, b"00000abc");
+        lower_hex(0x1_2345_6789, &mut out);
+        assert_eq!(&out, b"23456789");
+    }
+
+    #[test]
+    fn hop_by_hop_keeps_upgrade_only_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, x-hop"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        let mut kept = h.clone();
+        strip_hop_by_hop(&mut kept, true);
+        assert_eq!(kept[header::UPGRADE], "websocket");
+        assert_eq!(kept[header::CONNECTION], "upgrade");
+        assert!(kept.get("x-hop").is_none() && kept.get(header::TE).is_none());
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
     }
 }

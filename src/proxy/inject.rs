@@ -102,13 +102,13 @@ pub fn prepare(
         .injected_header()
         .and_then(|h| headers.get(h))
         .and_then(|v| v.to_str().ok());
-    let basic = sent
-        .and_then(|v| v.strip_prefix("Basic "))
-        .unwrap_or_default();
-    Ok((
-        query,
-        Secrets::new(token.access_token.expose_secret(), &[basic]),
-    ))
+    // A Basic credential is sent base64-encoded together with the user name: that
+    // exact value is one more pattern. Other injections send the token as it is.
+    let secrets = match sent.and_then(|v| v.strip_prefix("Basic ")) {
+        Some(basic) => Secrets::new(token.access_token.expose_secret(), &[basic]),
+        None => token.secrets().clone(),
+    };
+    Ok((query, secrets))
 }
 
 /// Whether the `k=v` pair's key is `param`, comparing the percent-decoded key.

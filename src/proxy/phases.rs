@@ -82,22 +82,26 @@ async fn process(
     }
     ex.trace_id = Some(headers::ensure_traceparent(&mut parts.headers));
 
-    // Until the target is known, audit what the client asked for (never the query).
-    ex.host = parts
-        .uri
-        .host()
-        .map(str::to_string)
-        .or_else(|| host_header(&parts.headers))
-        .unwrap_or_default();
-    ex.path = parts.uri.path().to_string();
-
     // target: where the request goes, with its path normalised once.
-    let target = target::resolve(
+    let target = match target::resolve(
         &parts,
         conn.intercepted.as_ref(),
         shared.proxy_addr,
         &rt.table,
-    )?;
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            // No target: audit what the client asked for (never the query).
+            ex.host = parts
+                .uri
+                .host()
+                .map(str::to_string)
+                .or_else(|| host_header(&parts.headers))
+                .unwrap_or_default();
+            ex.path = parts.uri.path().to_string();
+            return Err(e);
+        }
+    };
     ex.host = target.host.clone();
     ex.path = target.path.clone();
 

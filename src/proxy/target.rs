@@ -162,6 +162,9 @@ fn check_same_host(
     port: u16,
     default_port: u16,
 ) -> Result<(), ProxyError> {
+    if value == host && port == default_port {
+        return Ok(()); // the usual case, without parsing
+    }
     let a: Authority = value.parse().map_err(|_| bad("bad Host header"))?;
     let h = canonical_host(a.host());
     let p = a.port_u16().unwrap_or(default_port);
