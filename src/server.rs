@@ -49,6 +49,7 @@ pub async fn run(
     let file = config.file.clone();
     let loaded_text = config.source_text.clone().into_bytes();
     let runtime = Runtime::build(config, own.clone()).await?;
+    metrics.set_routes(runtime.config.routes.iter().map(|r| &r.name));
     let credentials = CredentialStore::new(&runtime.config, metrics.clone())?;
     let shared = Arc::new(Shared::new(
         runtime,
@@ -156,6 +157,7 @@ async fn reload(shared: &Shared, file: &std::path::Path, own: &[std::net::Socket
     }
     match Runtime::build(cfg, own.to_vec()).await {
         Ok(rt) => {
+            metrics.set_routes(rt.config.routes.iter().map(|r| &r.name));
             shared.replace_runtime(rt);
             metrics.config_reloads.with_label_values(&["success"]).inc();
             tracing::info!(file = %file.display(), "config reloaded");

@@ -324,18 +324,20 @@ pub struct RouteSpec {
 
 impl RouteSpec {
     /// The injection in force: the route's, else the credential's, else bearer.
-    pub fn effective_inject(&self) -> Inject {
+    pub fn effective_inject(&self) -> &Inject {
+        static BEARER: std::sync::LazyLock<Inject> = std::sync::LazyLock::new(Inject::bearer);
         self.inject
-            .clone()
-            .or_else(|| self.credential.as_ref().and_then(|c| c.inject.clone()))
-            .unwrap_or_else(Inject::bearer)
+            .as_ref()
+            .or_else(|| self.credential.as_ref()?.inject.as_ref())
+            .unwrap_or(&BEARER)
     }
 
     /// The header the injection writes (`None` for query injection).
-    pub fn injected_header(&self) -> Option<HeaderName> {
+    pub fn injected_header(&self) -> Option<&HeaderName> {
+        static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
         match self.effective_inject() {
             Inject::Header { name, .. } => Some(name),
-            Inject::Basic { .. } => Some(http::header::AUTHORIZATION),
+            Inject::Basic { .. } => Some(&AUTHORIZATION),
             Inject::Query { .. } => None,
         }
     }

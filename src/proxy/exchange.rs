@@ -21,7 +21,6 @@ use crate::audit::{AuditRecord, bounded};
 use crate::config::{Action, RouteSpec};
 use crate::error::ProxyError;
 use crate::identity::Identity;
-use crate::metrics::status_class;
 
 pub struct Exchange {
     pub request_id: String,
@@ -138,25 +137,13 @@ impl Exchange {
             return;
         }
         let total = self.start.elapsed();
-        let route_label = self.route.as_ref().map(|r| &*r.name).unwrap_or("none");
         let decision = self.decision();
-        let m = &shared.metrics;
-        m.requests
-            .with_label_values(&[
-                route_label,
-                self.auth_context(),
-                decision,
-                status_class(status),
-            ])
-            .inc();
-        m.request_duration
-            .with_label_values(&[route_label])
-            .observe(total.as_secs_f64());
-        if let Some(u) = self.upstream {
-            m.upstream_duration
-                .with_label_values(&[route_label])
-                .observe(u.as_secs_f64());
-        }
+        shared.metrics.observe_request(
+            self.route.as_ref().map(|r| &*r.name),
+            (self.auth_context(), decision, status),
+            total,
+            self.upstream,
+        );
         let ms = |d: Duration| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
         let record = AuditRecord {
             ts: self

@@ -92,7 +92,7 @@ pub fn prepare(
     headers: &mut HeaderMap,
     query: Option<&str>,
 ) -> Result<(Option<String>, Secrets), ProxyError> {
-    let query = apply(&route.effective_inject(), token, headers, query)?;
+    let query = apply(route.effective_inject(), token, headers, query)?;
     // The response is scrubbed for the secret, which needs an uncompressed body.
     headers.insert(
         http::header::ACCEPT_ENCODING,

@@ -165,7 +165,7 @@ async fn process(
     if let (Some(r), Some(token)) = (&route, &token) {
         headers::strip_client_credentials(
             &mut parts.headers,
-            r.injected_header().as_ref(),
+            r.injected_header(),
             &r.keep_client_headers,
         );
         let (q, s) = inject::prepare(r, token, &mut parts.headers, query.as_deref())?;
