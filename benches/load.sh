@@ -13,6 +13,10 @@
 # within each round. Prints throughput, p50/p99 latency, added p99 over direct, peak RSS,
 # and the sidekey/nginx ratios. Installs nginx and wrk (Debian) if missing.
 #
+# "hyper floor" (benches/hyper_floor.rs, also on core 1) is the same stack with nothing
+# but the header injection: the gap nginx -> floor is the stack's, floor -> sidekey is
+# sidekey's own work (identity, policy, audit, metrics, response scrubbing).
+#
 # Plain HTTP cases are driven by wrk. HTTPS cases are driven by benches/tls_load.rs (wrk
 # cannot speak through a CONNECT proxy), all at the same connection count and duration:
 #   direct TLS      tls_load -> upstream nginx TLS listener (baseline for +p99)
@@ -35,7 +39,7 @@ fi
 cargo build --release --quiet
 BIN=$PWD/target/release/sidekey
 # The HTTPS load client; take its path from cargo's own report of the artifact.
-TLS_LOAD=$(cargo build --release --quiet --bench tls_load --message-format=json | python3 -c '
+TLS_LOAD=$(cargo build --profile bench --quiet --bench tls_load --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
@@ -44,6 +48,17 @@ for line in sys.stdin:
         continue
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "tls_load" and m.get("executable"):
         print(m["executable"])')
+# The stack's floor: hyper + hyper-util's pooled client doing nothing but inject.
+FLOOR=$(cargo build --profile bench --quiet --bench hyper_floor --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "hyper_floor" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$FLOOR" ] || { echo "load.sh: cannot find the hyper_floor bench binary" >&2; exit 1; }
 if [ ! -x "$TLS_LOAD" ]; then
   TLS_LOAD=$(ls -t target/release/deps/tls_load-* 2>/dev/null | grep -v '\.d$' | head -1)
 fi
@@ -55,7 +70,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NGX=$(free_port); SK=$(free_port); SKA=$(free_port)
+UP=$(free_port); NGX=$(free_port); SK=$(free_port); SKA=$(free_port); FL=$(free_port)
 UPTLS=$(free_port); NGXTLS=$(free_port); NGXTT=$(free_port); SKT=$(free_port); SKTA=$(free_port)
 TOKEN=bench-token-0123456789abcdef
 
@@ -153,12 +168,16 @@ taskset -c 0 nginx -c "$tmp/upstream.conf" -p "$tmp" & pids+=($!)
 taskset -c 1 nginx -c "$tmp/proxy.conf" -p "$tmp" & pids+=($!)
 BENCH_TOKEN=$TOKEN SIDEKEY_WORKERS=1 SIDEKEY_LOG=warn taskset -c 1 "$BIN" run --config "$tmp/sidekey.yaml" 2>"$tmp/sidekey.err" & pids+=($!)
 SKPID=$!
+taskset -c 1 "$FLOOR" "127.0.0.1:$FL" "127.0.0.1:$UP" "$TOKEN" & pids+=($!)
+FLPID=$!
 taskset -c 1 nginx -c "$tmp/proxy-tls.conf" -p "$tmp" & pids+=($!)
 BENCH_TOKEN=$TOKEN SIDEKEY_WORKERS=1 SIDEKEY_LOG=warn taskset -c 1 "$BIN" run --config "$tmp/sidekey-tls.yaml" 2>"$tmp/sidekey-tls.err" & pids+=($!)
 SKTPID=$!
 for i in $(seq 100); do curl -sf "http://127.0.0.1:$SKA/healthz" >/dev/null && break; sleep 0.1; done
 for i in $(seq 100); do curl -sf "http://127.0.0.1:$SKTA/healthz" >/dev/null && break; sleep 0.1; done
 for i in $(seq 100); do [ -s "$tmp/ngxtls.pid" ] && [ -s "$tmp/up.pid" ] && break; sleep 0.1; done
+sleep 1
+SK_START=$(awk '/VmRSS/ {print $2}' "/proc/$SKPID/status")
 
 lua() { # $1 path (absolute-form for the forward proxy), $2 extra header line
   cat > "$tmp/$3.lua" <<LUA
@@ -172,6 +191,7 @@ L_NGINX=$(lua "/v1/x" "" nginx)
 L_CLAW=$(lua "http://api.test/v1/x" 'wrk.headers["Host"] = "api.test"' claw)
 L_ASSIST=$(lua "http://user.test/v1/x" 'wrk.headers["Host"] = "user.test"; wrk.headers["x-sidekey-user"] = "alice"' assistant)
 L_GW=$(lua "/gw/v1/x" "" gateway)
+L_FLOOR=$(lua "/v1/x" "" floor)
 
 # Sanity: each path really injects.
 curl -sf -o /dev/null "http://127.0.0.1:$NGX/v1/x"
@@ -185,6 +205,7 @@ check_auth() { # label, curl args...
   [ "$got" = yes ] || { echo "load.sh: $label: upstream did not see the injected token ($got)" >&2; exit 1; }
 }
 check_auth "nginx" "http://127.0.0.1:$NGX/auth"
+check_auth "hyper floor" "http://127.0.0.1:$FL/auth"
 check_auth "sidekey claw" -x "http://127.0.0.1:$SK" http://api.test/auth
 check_auth "nginx TLS" --cacert "$tmp/upca.crt" --resolve "api.test:$NGXTLS:127.0.0.1" "https://api.test:$NGXTLS/auth"
 check_auth "nginx TLS->TLS" --cacert "$tmp/upca.crt" --resolve "api.test:$NGXTT:127.0.0.1" "https://api.test:$NGXTT/auth"
@@ -213,6 +234,7 @@ timed() { # name, pid of the proxy under test, command...
 for r in $(seq "$ROUNDS"); do
   run direct "$UP" "$L_DIRECT"
   timed nginx "$NGXW" run nginx "$NGX" "$L_NGINX"
+  timed floor "$FLPID" run floor "$FL" "$L_FLOOR"
   timed claw "$SKPID" run claw "$SK" "$L_CLAW"
   timed assistant "$SKPID" run assistant "$SK" "$L_ASSIST"
   timed gateway "$SKPID" run gateway "$SK" "$L_GW"
@@ -225,17 +247,18 @@ SK_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$SKPID/status")
 NGX_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$NGXW/status")
 SKT_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$SKTPID/status")
 NGXT_HWM=$(awk '/VmHWM/ {print $2}' "/proc/$NGXTW/status")
-sleep 1
+# Idle again: sidekey returns its free heap once it has had no connection for 5-10 s.
+sleep 12
 SK_IDLE=$(awk '/VmRSS/ {print $2}' "/proc/$SKPID/status")
 SKT_IDLE=$(awk '/VmRSS/ {print $2}' "/proc/$SKTPID/status")
 AUDIT_LINES=$(wc -l < "$tmp/audit.jsonl")
 AUDIT_TLS_LINES=$(wc -l < "$tmp/audit-tls.jsonl")
 
 python3 - "$tmp" "$ROUNDS" "$SK_HWM" "$NGX_HWM" "$SK_IDLE" "$AUDIT_LINES" \
-  "$SKT_HWM" "$NGXT_HWM" "$SKT_IDLE" "$AUDIT_TLS_LINES" <<'PY'
+  "$SKT_HWM" "$NGXT_HWM" "$SKT_IDLE" "$AUDIT_TLS_LINES" "$SK_START" <<'PY'
 import re, statistics, sys
 tmp, rounds, sk_hwm, ngx_hwm, sk_idle, audit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-skt_hwm, ngxt_hwm, skt_idle, audit_tls = (int(x) for x in sys.argv[7:11])
+skt_hwm, ngxt_hwm, skt_idle, audit_tls, sk_start = (int(x) for x in sys.argv[7:12])
 import os
 def cpu(c):  # median proxy CPU % over the rounds, or None for the direct cases
     vals = []
@@ -256,7 +279,7 @@ def parse(path):
     lat = {p: ms(*re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", t).groups()) for p in ("50", "99")}
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
     return rps, lat["50"], lat["99"], int(errs.group(1)) if errs else 0
-cases = ["direct", "nginx", "claw", "assistant", "gateway"]
+cases = ["direct", "nginx", "floor", "claw", "assistant", "gateway"]
 res = {}
 for c in cases:
     runs = [parse(f"{tmp}/out.{c}.{r}") for r in range(1, rounds + 1)]
@@ -266,13 +289,16 @@ print("cpu% = proxy CPU time / wall time (core 1); k/cpu-s = thousand requests p
 print(f"{'case':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p99 ms':>9}{'non-2xx':>9}{'cpu%':>8}{'k/cpu-s':>10}")
 for c in cases:
     rps, p50, p99, bad = res[c]
-    label = {"claw": "sidekey claw", "assistant": "sidekey assistant", "gateway": "sidekey gateway"}.get(c, c)
+    label = {"claw": "sidekey claw", "assistant": "sidekey assistant", "gateway": "sidekey gateway", "floor": "hyper floor"}.get(c, c)
     print(f"{label:<22}{rps:>10.0f}{p50:>9.3f}{p99:>9.3f}{p99 - d99:>9.3f}{bad:>9}{cpu_cols(c, rps)}")
 n = res["nginx"]
 print()
 for c in ("claw", "assistant", "gateway"):
     print(f"sidekey {c}/nginx: throughput {res[c][0] / n[0]:.2f}x, added p99 {(res[c][2] - d99):.3f} ms vs nginx {(n[2] - d99):.3f} ms")
-print(f"peak RSS: sidekey {sk_hwm / 1024:.1f} MiB, nginx worker {ngx_hwm / 1024:.1f} MiB; sidekey idle after load {sk_idle / 1024:.1f} MiB")
+f = res["floor"]
+print(f"hyper floor/nginx: throughput {f[0] / n[0]:.2f}x (the stack sidekey is built on, injecting and nothing else)")
+print(f"sidekey claw/hyper floor: throughput {res['claw'][0] / f[0]:.2f}x (the cost of identity, policy, audit, metrics, scrubbing)")
+print(f"peak RSS: sidekey {sk_hwm / 1024:.1f} MiB, nginx worker {ngx_hwm / 1024:.1f} MiB; sidekey idle: {sk_start / 1024:.1f} MiB before load, {sk_idle / 1024:.1f} MiB after")
 print(f"audit records written by sidekey: {audit}")
 
 # HTTPS cases (tls_load): errors = non-2xx + I/O failures.

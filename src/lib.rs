@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod error;
 pub mod identity;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

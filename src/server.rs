@@ -70,6 +70,10 @@ pub async fn run(
         admin_stop.clone(),
     ));
     let reload_task = tokio::spawn(watch_reloads(shared.clone(), file, loaded_text, own));
+    let trim_task = tokio::spawn(crate::memory::trim_when_idle(
+        shared.metrics.clone(),
+        shared.shutdown.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -85,6 +89,7 @@ pub async fn run(
         tracing::warn!(grace = ?grace, "shutdown grace elapsed with requests still in flight");
     }
     reload_task.abort();
+    let _ = trim_task.await;
     admin_stop.cancel();
     let _ = admin_task.await;
     audit.flush();

@@ -134,6 +134,7 @@ impl ConnGuard {
         gauge: prometheus::IntGauge,
     ) -> Arc<Self> {
         gauge.inc();
+        crate::memory::note_connection();
         Arc::new(ConnGuard {
             _permit: permit,
             gauge,

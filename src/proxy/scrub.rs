@@ -108,6 +108,9 @@ impl Secrets {
             headers.remove(name);
         }
         for value in headers.values_mut() {
+            if !self.contains_any(value.as_bytes()) {
+                continue; // the usual case: nothing to copy
+            }
             let mut bytes = value.as_bytes().to_vec();
             if self.mask(&mut bytes)
                 && let Ok(v) = http::HeaderValue::from_bytes(&bytes)

@@ -104,9 +104,15 @@ pub fn resolve(
             if host.is_empty() {
                 return Err(bad("empty host in the request URI"));
             }
+            // Reuse the request's authority when it already is the canonical one.
+            let authority = if authority.as_str() == host {
+                authority.clone()
+            } else {
+                authority_for(&host, port, default_port)?
+            };
             return Ok(Target {
                 scheme: scheme.clone(),
-                authority: authority_for(&host, port, default_port)?,
+                authority,
                 host,
                 policy_path: match_form(&path).into_owned(),
                 path,
