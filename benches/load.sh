@@ -38,31 +38,24 @@ if ! need nginx || ! need wrk; then
 fi
 cargo build --release --quiet
 BIN=$PWD/target/release/sidekey
-# The HTTPS load client; take its path from cargo's own report of the artifact.
-TLS_LOAD=$(cargo build --profile bench --quiet --bench tls_load --message-format=json | python3 -c '
+# Helper binaries (bench targets, built like the release binary); each path is taken
+# from cargo's own report of the artifact.
+bench_bin() {
+  local path
+  path=$(cargo build --profile bench --quiet --bench "$1" --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "tls_load" and m.get("executable"):
-        print(m["executable"])')
-# The stack's floor: hyper + hyper-util's pooled client doing nothing but inject.
-FLOOR=$(cargo build --profile bench --quiet --bench hyper_floor --message-format=json | python3 -c '
-import json, sys
-for line in sys.stdin:
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "hyper_floor" and m.get("executable"):
-        print(m["executable"])')
-[ -x "$FLOOR" ] || { echo "load.sh: cannot find the hyper_floor bench binary" >&2; exit 1; }
-if [ ! -x "$TLS_LOAD" ]; then
-  TLS_LOAD=$(ls -t target/release/deps/tls_load-* 2>/dev/null | grep -v '\.d$' | head -1)
-fi
-[ -x "$TLS_LOAD" ] || { echo "load.sh: cannot find the tls_load bench binary" >&2; exit 1; }
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1")
+  [ -x "$path" ] || { echo "load.sh: cannot find the $1 bench binary" >&2; exit 1; }
+  echo "$path"
+}
+TLS_LOAD=$(bench_bin tls_load)  # the HTTPS load client
+FLOOR=$(bench_bin hyper_floor)  # the stack's floor: hyper + hyper-util's pooled client, injecting only
 
 tmp=$(mktemp -d)
 pids=()
