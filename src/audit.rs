@@ -5,6 +5,7 @@
 //! the request path never pays a thread wake-up or a syscall per record. At shutdown
 //! [`AuditSink::flush`] writes everything queued: nothing is lost.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,23 +18,25 @@ use serde::Serialize;
 const MAX_FIELD: usize = 1024;
 
 /// One audit record, as the contract names its fields. Never holds a token or query.
+/// It borrows from the request's state: serialised once, on the request path, without
+/// copying a field.
 #[derive(Debug, Serialize)]
-pub struct AuditRecord {
-    pub ts: String,
-    pub request_id: String,
-    pub trace_id: Option<String>,
-    pub agent: Arc<str>,
-    pub user: Option<String>,
-    pub groups: Option<Vec<String>>,
+pub struct AuditRecord<'a> {
+    pub ts: &'a str,
+    pub request_id: &'a str,
+    pub trace_id: Option<&'a str>,
+    pub agent: &'a str,
+    pub user: Option<Cow<'a, str>>,
+    pub groups: Option<Vec<Cow<'a, str>>>,
     pub auth_context: &'static str,
-    pub route: Option<Arc<str>>,
-    pub credential: Option<Arc<str>>,
+    pub route: Option<&'a str>,
+    pub credential: Option<&'a str>,
     pub decision: &'static str,
     pub error: Option<&'static str>,
-    pub method: String,
+    pub method: Cow<'a, str>,
     pub scheme: &'static str,
-    pub host: String,
-    pub path: String,
+    pub host: Cow<'a, str>,
+    pub path: Cow<'a, str>,
     pub status: u16,
     pub upstream_ms: Option<f64>,
     pub total_ms: f64,
@@ -41,16 +44,17 @@ pub struct AuditRecord {
     pub bytes_out: u64,
 }
 
-/// Cut a client-controlled value to a bounded length on a char boundary.
-pub fn bounded(value: &str) -> String {
+/// Cut a client-controlled value to a bounded length on a char boundary (borrowed as
+/// it is when short enough, the usual case).
+pub fn bounded(value: &str) -> Cow<'_, str> {
     if value.len() <= MAX_FIELD {
-        return value.to_string();
+        return Cow::Borrowed(value);
     }
     let mut end = MAX_FIELD;
     while !value.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &value[..end])
+    Cow::Owned(format!("{}…", &value[..end]))
 }
 
 /// How often the writer thread wakes to write what has been queued. Batching keeps the
@@ -173,11 +177,12 @@ mod tests {
         let path = dir.path().join("audit.log");
         let sink = AuditSink::start(Some(&path)).unwrap();
         for i in 0..100 {
+            let id = format!("r{i}");
             sink.write(&AuditRecord {
-                ts: "t".into(),
-                request_id: format!("r{i}"),
+                ts: "t",
+                request_id: &id,
                 trace_id: None,
-                agent: Arc::from("a"),
+                agent: "a",
                 user: Some("line\nbreak".into()),
                 groups: None,
                 auth_context: "none",

@@ -91,14 +91,14 @@ impl Connector {
                 tokio::net::lookup_host((host, port))
                     .await
                     .map_err(|e| ConnectError::Resolve {
-                        host: crate::audit::bounded(host),
+                        host: crate::audit::bounded(host).into_owned(),
                         reason: e.to_string(),
                     })?;
             (found.collect::<Vec<_>>(), inner.intended.contains(host))
         };
         if addrs.is_empty() {
             return Err(ConnectError::Resolve {
-                host: crate::audit::bounded(host),
+                host: crate::audit::bounded(host).into_owned(),
                 reason: "no addresses".into(),
             });
         }
@@ -143,13 +143,13 @@ impl Connector {
                 }
             }
             Err(ConnectError::Connect {
-                host: crate::audit::bounded(host),
+                host: crate::audit::bounded(host).into_owned(),
                 reason: last,
             })
         };
         tokio::time::timeout(self.inner.timeout, attempt)
             .await
-            .map_err(|_| ConnectError::Timeout(crate::audit::bounded(host)))?
+            .map_err(|_| ConnectError::Timeout(crate::audit::bounded(host).into_owned()))?
     }
 
     /// TLS over `tcp`, verifying the certificate for `host`.
@@ -178,15 +178,17 @@ impl Connector {
     ) -> Result<TlsStream<TcpStream>, ConnectError> {
         let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
             ConnectError::Tls {
-                host: crate::audit::bounded(host),
+                host: crate::audit::bounded(host).into_owned(),
                 reason: "invalid server name".into(),
             }
         })?;
         let handshake = tls.connect(name, tcp);
         match tokio::time::timeout(timeout, handshake).await {
-            Err(_) => Err(ConnectError::Timeout(crate::audit::bounded(host))),
+            Err(_) => Err(ConnectError::Timeout(
+                crate::audit::bounded(host).into_owned(),
+            )),
             Ok(Err(e)) => Err(ConnectError::Tls {
-                host: crate::audit::bounded(host),
+                host: crate::audit::bounded(host).into_owned(),
                 reason: tls_reason(&e),
             }),
             Ok(Ok(s)) => Ok(s),

@@ -145,14 +145,23 @@ impl Exchange {
             self.upstream,
         );
         let ms = |d: Duration| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        // RFC 3339 with nanoseconds is at most 35 bytes; formatted on the stack.
+        let mut ts = [0u8; 40];
+        let ts_len = {
+            let mut cursor = std::io::Cursor::new(&mut ts[..]);
+            let format = &time::format_description::well_known::Rfc3339;
+            // The cursor's position, not the returned count, says what was written.
+            match self.ts.format_into(&mut cursor, format) {
+                Ok(_) => cursor.position() as usize,
+                Err(_) => 0,
+            }
+        };
+        let agent = shared.agent();
         let record = AuditRecord {
-            ts: self
-                .ts
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            request_id: self.request_id,
-            trace_id: self.trace_id,
-            agent: shared.agent(),
+            ts: std::str::from_utf8(&ts[..ts_len]).unwrap_or_default(),
+            request_id: &self.request_id,
+            trace_id: self.trace_id.as_deref(),
+            agent: &agent,
             user: self.identity.as_ref().map(|i| bounded(&i.user)),
             groups: self
                 .identity
@@ -164,8 +173,8 @@ impl Exchange {
                 .route
                 .as_ref()
                 .and_then(|r| r.credential.as_ref())
-                .map(|c| c.name.clone()),
-            route: self.route.map(|r| r.name.clone()),
+                .map(|c| &*c.name),
+            route: self.route.as_ref().map(|r| &*r.name),
             decision,
             error: self.error,
             method: bounded(self.method.as_str()),
