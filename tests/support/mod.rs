@@ -4,6 +4,8 @@
 //! * [`Upstream`] is a recording hyper server standing in for the tool APIs.
 //! * [`client`] sends requests through the proxy (absolute-form) or to the gateway.
 //! * [`assert`] holds contract checks shared by several test files.
+//! * HTTPS: [`TlsUpstream`] (a recording TLS upstream), [`test_ca`] and [`SidekeyCa`],
+//!   [`processes`] (curl, Python clients), [`tunnel`] (raw CONNECT), [`websocket`].
 //!
 //! Every test builds its own instances; nothing uses a fixed port, so tests run in
 //! parallel safely.
@@ -12,16 +14,24 @@
 pub mod assert;
 pub mod body;
 pub mod client;
+pub mod processes;
 pub mod sidekey;
+pub mod test_ca;
 pub mod tls_upstream;
+pub mod tunnel;
 pub mod upstream;
+pub mod websocket;
 
 pub use assert::*;
 pub use body::*;
 pub use client::*;
+pub use processes::*;
 pub use sidekey::*;
+pub use test_ca::*;
 pub use tls_upstream::*;
+pub use tunnel::*;
 pub use upstream::*;
+pub use websocket::*;
 
 /// The fixed head of every test config: version, agent name, ephemeral listeners.
 pub fn yaml_head(agent: &str) -> String {
