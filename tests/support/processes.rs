@@ -15,16 +15,9 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
 // ---------------------------------------------------------------------------------------
 
 /// Variables that steer proxies or CA trust in clients; cleared for every client process
-/// (this machine presets several), then set explicitly by the test.
+/// (this machine presets several), then set explicitly by the test. The proxy ones
+/// ([`PROXY_ENV`]) are cleared for sidekey itself too.
 pub const CLIENT_ENV_CLEARED: &[&str] = &[
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
     "WS_PROXY",
     "WSS_PROXY",
     "SSL_CERT_FILE",
@@ -43,8 +36,20 @@ pub const CLIENT_ENV_CLEARED: &[&str] = &[
     "SLACK_BOT_TOKEN",
 ];
 
+/// Proxy settings every process a test starts must not inherit.
+pub const PROXY_ENV: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
 fn client_env(cmd: &mut Command, env: &[(&str, &str)]) {
-    for k in CLIENT_ENV_CLEARED {
+    for k in PROXY_ENV.iter().chain(CLIENT_ENV_CLEARED) {
         cmd.env_remove(k);
     }
     for (k, v) in env {
@@ -68,14 +73,18 @@ fn pump_all(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8
     })
 }
 
-/// Runs `cmd` to completion within [`CLIENT_TIMEOUT`] (killed and panicking after).
-pub fn run_proc(mut cmd: Command) -> ProcOut {
+/// Start `cmd` with no stdin and both outputs piped to the test.
+fn spawn_piped(cmd: &mut Command) -> Child {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs `cmd` to completion within [`CLIENT_TIMEOUT`] (killed and panicking after).
+pub fn run_proc(mut cmd: Command) -> ProcOut {
+    let mut child = spawn_piped(&mut cmd);
     let out = pump_all(child.stdout.take().unwrap());
     let err = pump_all(child.stderr.take().unwrap());
     let t0 = Instant::now();
@@ -253,12 +262,7 @@ pub struct PyChild {
 impl PyChild {
     pub fn spawn(script: &str, args: &[&str], env: &[(&str, &str)]) -> PyChild {
         let mut cmd = py_command(script, args, env);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let mut child = spawn_piped(&mut cmd);
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std_mpsc::channel();
         std::thread::spawn(move || {

@@ -76,19 +76,8 @@ fn pump(mut r: impl Read + Send + 'static, buf: Buf) -> JoinHandle<()> {
 }
 
 fn clean_env(cmd: &mut Command) {
-    for k in [
-        "SIDEKEY_CONFIG",
-        "SIDEKEY_LOG",
-        "SIDEKEY_LOG_FORMAT",
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ] {
+    let own = ["SIDEKEY_CONFIG", "SIDEKEY_LOG", "SIDEKEY_LOG_FORMAT"];
+    for k in own.iter().chain(super::processes::PROXY_ENV) {
         cmd.env_remove(k);
     }
 }
