@@ -5,11 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-
-use arc_swap::ArcSwap;
-
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,

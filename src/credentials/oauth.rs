@@ -22,6 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::Token;
 use super::backend::{ClientCreds, Grant, OAuthError, TokenEndpoint};
+use super::token::non_empty_str;
 use crate::config::{ClientAuth, OAuthClient, Roots};
 
 /// Whole exchange with the token endpoint, connect included.
@@ -193,10 +194,7 @@ fn parse_token(
     grant: &Grant<'_>,
     c: &OAuthClient,
 ) -> Result<Token, OAuthError> {
-    let access = map
-        .get("access_token")
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
+    let access = non_empty_str(map, "access_token")
         .ok_or_else(|| OAuthError::Rejected("token response has no access_token".into()))?;
     let expires_at = map
         .get("expires_in")
@@ -206,11 +204,7 @@ fn parse_token(
         })
         .map(|secs| SystemTime::now() + Duration::from_secs(secs));
     // A refresh response without a new refresh token keeps the old one (RFC 6749 6).
-    let refresh_token = match map
-        .get("refresh_token")
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-    {
+    let refresh_token = match non_empty_str(map, "refresh_token") {
         Some(r) => Some(SecretString::from(r.to_string())),
         None => match grant {
             Grant::RefreshToken(old) => Some((*old).clone()),

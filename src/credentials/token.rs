@@ -50,16 +50,10 @@ impl Token {
     /// Build from a secret map: `access_token` (required), `refresh_token`,
     /// `expires_at` (RFC 3339 or unix seconds), `scopes` (list or space-separated).
     pub fn from_map(map: &serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
-        let access = map
-            .get("access_token")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or("secret has no `access_token` string")?;
-        let refresh_token = map
-            .get("refresh_token")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .map(|s| SecretString::from(s.to_string()));
+        let access =
+            non_empty_str(map, "access_token").ok_or("secret has no `access_token` string")?;
+        let refresh_token =
+            non_empty_str(map, "refresh_token").map(|s| SecretString::from(s.to_string()));
         let expires_at = match map.get("expires_at") {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => Some(parse_expiry(v).ok_or("`expires_at` is not RFC 3339 or unix seconds")?),
@@ -79,6 +73,17 @@ impl Token {
             ..Token::bare(access.to_string())
         })
     }
+}
+
+/// The string at `key`, if it is one and not empty (a stored secret or a token
+/// endpoint's response).
+pub fn non_empty_str<'a>(
+    map: &'a serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Option<&'a str> {
+    map.get(key)
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
 }
 
 /// `expires_at` as RFC 3339 text, or unix seconds as a number or numeric string.
