@@ -637,23 +637,12 @@ async fn max_connections_closes_the_connection_over_the_limit() {
     );
 
     // A third concurrent connection is closed without being served.
-    let mut c = tokio::net::TcpStream::connect(sk.proxy_addr)
-        .await
-        .expect("the kernel completes the TCP handshake");
-    let _ = c
-        .write_all(b"GET http://api.test/c1 HTTP/1.1\r\nHost: api.test\r\n\r\n")
-        .await;
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(15), c.read_to_end(&mut buf)).await;
-    assert!(
-        read.is_ok(),
-        "third connection neither served nor closed within 15s"
-    );
-    assert!(
-        buf.is_empty(),
-        "third connection over max_connections: 2 was served: {:?}",
-        String::from_utf8_lossy(&buf)
-    );
+    assert_connection_refused(
+        sk.proxy_addr,
+        b"GET http://api.test/c1 HTTP/1.1\r\nHost: api.test\r\n\r\n",
+        "third connection over max_connections: 2",
+    )
+    .await;
     assert!(
         !up.requests().iter().any(|r| r.path == "/c1"),
         "the request on the rejected connection reached the upstream"
@@ -705,25 +694,30 @@ async fn max_connections_also_bounds_connect_tunnels() {
     assert_eq!(t2.status, 200);
 
     // A third concurrent client connection is over the limit.
-    let mut c = tokio::net::TcpStream::connect(sk.proxy_addr)
+    assert_connection_refused(
+        sk.proxy_addr,
+        b"GET http://tunnel.test/third HTTP/1.1\r\nHost: tunnel.test\r\n\r\n",
+        "a third connection while two CONNECT tunnels held both of max_connections: 2",
+    )
+    .await;
+    drop((t1, t2));
+}
+
+/// Open a connection, send `request`, and require sidekey to close it within 15 s
+/// without answering a byte (`what` names the connection in the failure).
+async fn assert_connection_refused(proxy: std::net::SocketAddr, request: &[u8], what: &str) {
+    let mut c = tokio::net::TcpStream::connect(proxy)
         .await
         .expect("the kernel completes the TCP handshake");
-    let _ = c
-        .write_all(b"GET http://tunnel.test/third HTTP/1.1\r\nHost: tunnel.test\r\n\r\n")
-        .await;
+    let _ = c.write_all(request).await;
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(15), c.read_to_end(&mut buf)).await;
-    assert!(
-        read.is_ok(),
-        "third connection neither served nor closed within 15s"
-    );
+    assert!(read.is_ok(), "{what}: neither served nor closed within 15s");
     assert!(
         buf.is_empty(),
-        "a third connection was served while two CONNECT tunnels held both of \
-         max_connections: 2: {:?}",
+        "{what} was served: {:?}",
         String::from_utf8_lossy(&buf)
     );
-    drop((t1, t2));
 }
 
 /// Like [`versioned_config`], but the credential keeps its name `c` across versions and
