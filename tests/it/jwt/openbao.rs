@@ -2,12 +2,10 @@
 //! sidekey against OpenBao's own JWKS (`/v1/identity/oidc/.well-known/keys`). Needs
 //! the `bao` CLI (see `jwt_support/openbao.rs`); fails, never skips, without it.
 
-mod jwt_support;
-
 use std::time::Duration;
 
-use jwt_support::openbao::OpenBao;
-use jwt_support::{Expect, Sidekey, TestServer, bearer, config_for, write_secrets};
+use crate::jwt_support::openbao::OpenBao;
+use crate::jwt_support::{Expect, Sidekey, TestServer, bearer, config_for, write_secrets};
 use serde_json::json;
 
 const ID: &str = "x-sidekey-user";

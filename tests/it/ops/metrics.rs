@@ -4,15 +4,12 @@
 //! connections gauge, and that admin paths are never reachable through the proxy
 //! (SPEC "Admin listener", "Errors sidekey itself returns").
 
-#[path = "ops_prom.rs"]
-mod prom;
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use prom::Exposition;
-use support::*;
+use crate::prom;
+use crate::prom::Exposition;
+use crate::support::*;
 
 const API_TOK: &str = "ops-api-tok-4141";
 const DOWN_TOK: &str = "ops-down-tok-4242";

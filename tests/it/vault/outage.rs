@@ -2,9 +2,7 @@
 //! `credential_store_unavailable`, and sidekey starts while Vault is down (healthz 200,
 //! readyz 503) and recovers when Vault comes up.
 
-mod openbao;
-
-use openbao::{OpenBao, Sidekey, Upstream, config, free_port, random_token};
+use crate::openbao::{OpenBao, Sidekey, Upstream, config, free_port, random_token};
 
 const CREDS: &str = "  notion-user:
     source: vault

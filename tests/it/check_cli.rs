@@ -2,9 +2,7 @@
 //! for a valid config; exit 2 with one line per problem naming the file and the YAML
 //! path for invalid ones; never a panic.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn valid_yaml() -> String {
     "version: 1

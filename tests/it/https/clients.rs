@@ -4,12 +4,10 @@
 //! interception to a real TLS upstream reached via an `upstreams:` override, which keeps
 //! the name `slack.com` for SNI and certificate checks.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const BOT: &str = "xoxb-test-5150-bot-Qm7e";
 

@@ -2,11 +2,9 @@
 //! the config, an invalid new file keeps the old one serving, and no kept-alive
 //! connection is dropped (SPEC "Lifecycle").
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const TOK: &str = "life-tok-1234";
 

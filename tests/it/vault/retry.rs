@@ -1,11 +1,9 @@
 //! An upstream 401 on an assistant route: the cached credential is dropped, refreshed
 //! once, and the (replayable) request retried once, never more.
 
-mod openbao;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use openbao::{OpenBao, Sidekey, TokenServer, Upstream, config, random_token};
+use crate::openbao::{OpenBao, Sidekey, TokenServer, Upstream, config, random_token};
 
 const ROUTES: &str = "  - name: notion
     match: {host: api.test}

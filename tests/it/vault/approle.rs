@@ -2,11 +2,9 @@
 //! work, a path the policy does not grant is 503 and logged as a policy denial (not as
 //! a missing secret), and the short-lived AppRole token is renewed / replaced.
 
-mod openbao;
-
 use std::time::Duration;
 
-use openbao::{OpenBao, Sidekey, Upstream, config, random_token};
+use crate::openbao::{OpenBao, Sidekey, Upstream, config, random_token};
 
 const POLICY: &str = r#"
 path "secret/data/users/*" { capabilities = ["read", "update"] }

@@ -3,11 +3,9 @@
 //! revoked credential, a Vault outage) at `trace` log level, then every token, secret
 //! id and client secret used is searched for in all of stdout, stderr and /metrics.
 
-mod openbao;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openbao::{OpenBao, Sidekey, TokenServer, Upstream, config, random_token};
+use crate::openbao::{OpenBao, Sidekey, TokenServer, Upstream, config, random_token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_in_any_output() {

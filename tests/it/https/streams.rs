@@ -2,11 +2,9 @@
 //! in": "streaming bodies (SSE, chunked, large uploads) without buffering whole bodies,
 //! WebSocket upgrade through gateway and interception").
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BOT: &str = "xoxb-streams-3307-bot";

@@ -11,12 +11,10 @@
 //! * Path rules: a deny route for `/admin*` cannot be dodged by dot segments, escapes,
 //!   empty segments, `;params` or the query string.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

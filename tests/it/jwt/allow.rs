@@ -1,9 +1,7 @@
 //! Route `allow:` lists with JWT identities: groups and users from verified tokens.
 
-mod jwt_support;
-
-use jwt_support::keys::{claims, es256, jwks, sign};
-use jwt_support::{Sidekey, TestServer, bearer, config, write_secrets};
+use crate::jwt_support::keys::{claims, es256, jwks, sign};
+use crate::jwt_support::{Sidekey, TestServer, bearer, config, write_secrets};
 use serde_json::json;
 
 const ID: &str = "x-sidekey-user";

@@ -7,16 +7,14 @@
 //! reason phrase, in trailers, gzip-compressed, or answer with a redirect. A raw client
 //! reads sidekey's answer byte for byte, so a leak anywhere in the response is seen.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

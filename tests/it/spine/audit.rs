@@ -1,12 +1,10 @@
 //! Spine: the audit record (every field of SPEC "Audit record"), trace context, JSON
 //! logs, the admin listener, and that no secret value ever reaches sidekey's output.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const TOK: &str = "audit-tok-5e5e";
 

@@ -2,11 +2,9 @@
 //! refresh tokens and rejects used ones: one refresh for all waiters, check-and-set
 //! write-back, two sidecars racing on one user, and a revoked grant.
 
-mod openbao;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openbao::{OpenBao, Sidekey, TokenServer, Upstream, config, random_token};
+use crate::openbao::{OpenBao, Sidekey, TokenServer, Upstream, config, random_token};
 
 fn creds(token_url: &str, client_auth: &str) -> String {
     format!(

@@ -1,9 +1,7 @@
 //! Spine: credential injection, header hygiene, identity handling and per-user
 //! isolation, black-box against SPEC.md ("Config", "Request handling", "Errors").
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const CLAW: &str = "claw-tok-7Hq2Zp9";
 

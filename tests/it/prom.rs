@@ -1,5 +1,5 @@
 //! A small, strict parser for the Prometheus text exposition format (0.0.4), shared by
-//! the ops_* tests through `#[path = "ops_prom.rs"] mod prom;`, plus helpers to scrape
+//! the ops_* tests through `crate::prom`, plus helpers to scrape
 //! sidekey's admin listener and to run `promtool check metrics`.
 //!
 //! Built as its own test target too, where only the parser's own tests below run.

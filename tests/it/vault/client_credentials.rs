@@ -1,11 +1,9 @@
 //! `source: oauth_client_credentials` for a claw: the token is fetched once (client id
 //! from a file reference, secret from a Vault reference) and reused until expiry.
 
-mod openbao;
-
 use std::time::Duration;
 
-use openbao::{OpenBao, Sidekey, TokenServer, Upstream, config, random_token};
+use crate::openbao::{OpenBao, Sidekey, TokenServer, Upstream, config, random_token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_fetch_for_many_calls() {

@@ -8,9 +8,7 @@
 //! address. No request in this file is meant to leave the machine: each is refused
 //! before any dial, and the recording upstream (on loopback) proves nothing got through.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// A config where only egress decides: `default: passthrough`, short connect timeout,
 /// `extra` inserted before `routes`.

@@ -4,17 +4,14 @@
 //! that never ends is cut after `shutdown_grace`; `timeouts` and `limits` hold
 //! (SPEC "Lifecycle", "Admin listener").
 
-#[path = "ops_prom.rs"]
-mod prom;
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::prom;
+use crate::support::*;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOK_V1: &str = "ops-reload-tok-v1";

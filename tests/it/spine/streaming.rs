@@ -2,12 +2,10 @@
 //! without being buffered whole, and upstream failures map to 502/504
 //! (SPEC "Ways in", "Errors sidekey itself returns", "Lifecycle" timeouts).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
-use support::*;
 
 const TOK: &str = "stream-tok-4411";
 const BIG: u64 = 50 * 1024 * 1024;

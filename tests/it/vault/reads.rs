@@ -2,9 +2,7 @@
 //! token, no identity reaches another path, a missing secret is 401
 //! `credential_missing` with the connect URL, and the cache counters add up.
 
-mod openbao;
-
-use openbao::{OpenBao, Sidekey, Upstream, config, random_token};
+use crate::openbao::{OpenBao, Sidekey, Upstream, config, random_token};
 
 const CREDS: &str = "  notion-user:
     source: vault

@@ -4,12 +4,10 @@
 //! SNI or the inner Host names another host than the CONNECT, and the CONNECT's identity
 //! binding every request inside the tunnel.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const BOT: &str = "xoxb-policy-8841-bot";
 

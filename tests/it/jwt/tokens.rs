@@ -2,12 +2,10 @@
 //! and a JWKS URL, key rotation, an IdP that is down at start, and every way a token
 //! must be refused (401 identity_invalid with a short reason, never echoing it).
 
-mod jwt_support;
-
 use std::time::Duration;
 
-use jwt_support::keys::{self, claims, claims_with, es256, jwks, now, rs256, sign};
-use jwt_support::{Sidekey, TestServer, bearer, config, free_port, write_secrets};
+use crate::jwt_support::keys::{self, claims, claims_with, es256, jwks, now, rs256, sign};
+use crate::jwt_support::{Sidekey, TestServer, bearer, config, free_port, write_secrets};
 use serde_json::json;
 
 const ID: &str = "x-sidekey-user";

@@ -2,9 +2,7 @@
 //! gateway rewriting, first-match order, host/path/method matching) and the shape of
 //! every error sidekey returns, black-box against SPEC.md.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const TOK_A: &str = "tok-A-81f2";
 const TOK_B: &str = "tok-B-93c4";

@@ -1,0 +1,4 @@
+//! https tests (see each file's own doc).
+mod clients;
+mod policy;
+mod streams;

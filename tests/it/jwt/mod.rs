@@ -1,0 +1,4 @@
+//! jwt tests (see each file's own doc).
+mod allow;
+mod openbao;
+mod tokens;

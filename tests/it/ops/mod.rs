@@ -1,0 +1,3 @@
+//! ops tests (see each file's own doc).
+mod lifecycle;
+mod metrics;

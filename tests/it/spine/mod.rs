@@ -1,0 +1,6 @@
+//! spine tests (see each file's own doc).
+mod audit;
+mod injection;
+mod lifecycle;
+mod policy;
+mod streaming;
