@@ -8,9 +8,11 @@
 //! * Areas: `spine` (policy, injection, audit, streaming, lifecycle), `https`
 //!   (interception with real clients), `vault` (OpenBao-backed credentials), `jwt`
 //!   (verified identity), `ops` (metrics, reload, drain), `hardening` (egress, protocol,
-//!   leaks, regressions), `check_cli`, `config_files`, `deploy_manifests`.
+//!   leaks, regressions), `check_cli`, `config_files`, `deploy_manifests`, `docs` (links
+//!   stay inside the repository), `quickstart` (the README's quick example is true).
 //!
-//! Run one area with `cargo test --test it spine::`.
+//! Run one area with `cargo test --test it spine::`; the layout and how to add an area:
+//! CONTRIBUTING.md.
 
 mod jwt_support;
 mod openbao;
@@ -20,9 +22,11 @@ mod support;
 mod check_cli;
 mod config_files;
 mod deploy_manifests;
+mod docs;
 mod hardening;
 mod https;
 mod jwt;
 mod ops;
+mod quickstart;
 mod spine;
 mod vault;
