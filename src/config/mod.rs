@@ -10,6 +10,7 @@ pub mod raw;
 mod validate;
 mod validate_credentials;
 mod validate_identity;
+mod validate_mcp;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -320,6 +321,8 @@ pub struct RouteSpec {
     pub allow: Option<Allow>,
     pub connect_url: Option<String>,
     pub keep_client_headers: Vec<HeaderName>,
+    /// Set when the upstream is an MCP server (see [`crate::mcp`]).
+    pub mcp: Option<Arc<crate::mcp::McpConfig>>,
 }
 
 impl RouteSpec {

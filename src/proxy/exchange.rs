@@ -38,6 +38,8 @@ pub struct Exchange {
     denied: bool,
     pub upstream: Option<Duration>,
     pub bytes_in: Arc<AtomicU64>,
+    /// Set on an MCP POST: what its JSON-RPC messages were and how they were decided.
+    pub mcp: Option<crate::mcp::McpCall>,
     /// An intercepted CONNECT is not a call: its inner requests are audited instead.
     skip: bool,
 }
@@ -67,6 +69,7 @@ impl Exchange {
             denied: false,
             upstream: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
+            mcp: None,
             skip: false,
         }
     }
@@ -186,6 +189,7 @@ impl Exchange {
             total_ms: ms(total),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out,
+            mcp: self.mcp.as_ref().map(|m| m.entries.as_slice()),
         };
         shared.audit.write(&record);
     }

@@ -37,7 +37,15 @@ pub async fn handle(
         Err(e) => {
             ex.fail(&e);
             log_failure(&ex, &e);
-            e.to_response::<Full<Bytes>>(&ex.request_id).map(box_full)
+            // On an MCP POST the refusal is a JSON-RPC answer to its requests.
+            match ex
+                .mcp
+                .as_ref()
+                .and_then(|m| m.refusal::<Full<Bytes>>(&e, &ex.request_id))
+            {
+                Some(r) => r.map(box_full),
+                None => e.to_response::<Full<Bytes>>(&ex.request_id).map(box_full),
+            }
         }
     };
     Ok(ex.respond(resp, shared))
@@ -143,7 +151,20 @@ async fn process(
             "route `{name}` denies this call"
         )));
     }
+    let upgrade = is_upgrade(&parts);
+    let body = mcp_body(route.as_deref(), &mut parts, body, upgrade, ex).await?;
     authorize(rt, route.as_deref(), action, identity.as_ref())?;
+    if let (Some(call), Some(r)) = (ex.mcp.as_mut(), route.as_deref()) {
+        let (pins, metrics) = (&shared.mcp_pins, &shared.metrics);
+        crate::mcp::gate::decide(
+            call,
+            r,
+            identity.as_ref(),
+            rt.identifier.header(),
+            pins,
+            metrics,
+        )?;
+    }
     egress_intent(rt, &target, route.as_deref())?;
 
     // resolve: the credential for this route and user.
@@ -157,7 +178,6 @@ async fn process(
     // inject: build the upstream request.
     headers::strip_identity(&mut parts.headers, rt.identifier.header());
     headers::strip_underscore_lookalikes(&mut parts.headers);
-    let upgrade = is_upgrade(&parts);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.remove(http::header::HOST);
     let mut query = target.query.clone();
@@ -180,6 +200,11 @@ async fn process(
     parts.uri = upstream_uri(&target, query.as_deref())?;
     parts.version = http::Version::HTTP_11;
     if upgrade {
+        let replay::Arrived::Stream(body) = body else {
+            return Err(ProxyError::BadRequest(
+                "an upgrade request with a read body".into(),
+            ));
+        };
         let resp = super::upgrade::forward(shared, rt, conn, ex, parts, body).await?;
         // Asking for an upgrade must not dodge response hygiene: a refused handshake is
         // an ordinary response. (Frames of an accepted WebSocket are not scanned.)
@@ -217,7 +242,10 @@ async fn process(
                 .send(replay::request(&parts, bytes.clone()))
                 .await?;
             match (&route, &token) {
-                (Some(r), Some(rejected)) if first.status() == StatusCode::UNAUTHORIZED => {
+                // Only assistant calls are retried (an MCP POST is read on any route).
+                (Some(r), Some(rejected))
+                    if replay && first.status() == StatusCode::UNAUTHORIZED =>
+                {
                     drop(first);
                     let user = identity.as_ref().map(|i| &*i.user);
                     let fresh = refreshed(shared, r, user, rejected).await?;
@@ -243,10 +271,36 @@ async fn process(
     *resp.version_mut() = http::Version::HTTP_11;
     // The status line is sidekey's: a custom upstream reason phrase is not relayed.
     resp.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
+    let resp = resp.map(|b| b.map_err(Into::into).boxed_unsync());
+    let list_filter = match (&ex.mcp, &route) {
+        (Some(call), Some(r)) => {
+            call.list_filter(r, identity.as_ref(), &shared.mcp_pins, &shared.metrics)
+        }
+        _ => None,
+    };
+    let resp = crate::mcp::filter::response(resp, list_filter).await?;
     match (secrets, &route) {
         (Some(secrets), Some(r)) => scrubbed(resp, secrets, r),
-        _ => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
+        _ => Ok(resp),
     }
+}
+
+/// On an MCP route a POST body is read (bounded) and classified before anything else
+/// is decided; every other body streams.
+async fn mcp_body(
+    route: Option<&RouteSpec>,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    upgrade: bool,
+    ex: &mut Exchange,
+) -> Result<replay::Arrived, ProxyError> {
+    let cfg = route.and_then(|r| r.mcp.as_ref());
+    let Some(cfg) = cfg.filter(|_| parts.method == http::Method::POST) else {
+        return Ok(replay::Arrived::Stream(body));
+    };
+    let (bytes, call) = crate::mcp::gate::read(cfg, parts, body, upgrade).await?;
+    ex.mcp = Some(call);
+    Ok(replay::Arrived::Read(bytes))
 }
 
 /// Response hygiene on an injecting route: no secret, no upstream cookies (unless the

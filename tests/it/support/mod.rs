@@ -6,6 +6,7 @@
 //! * [`assert`] holds contract checks shared by several test files.
 //! * HTTPS: [`TlsUpstream`] (a recording TLS upstream), [`test_ca`] and [`SidekeyCa`],
 //!   [`processes`] (curl, Python clients), [`tunnel`] (raw CONNECT), [`websocket`].
+//! * MCP: [`McpServer`] (the Python SDK's FastMCP) and raw JSON-RPC posts.
 //!
 //! Every test builds its own instances; nothing uses a fixed port, so tests run in
 //! parallel safely.
@@ -14,6 +15,7 @@
 pub mod assert;
 pub mod body;
 pub mod client;
+pub mod mcp_server;
 pub mod processes;
 pub mod sidekey;
 pub mod test_ca;
@@ -25,6 +27,7 @@ pub mod websocket;
 pub use assert::*;
 pub use body::*;
 pub use client::*;
+pub use mcp_server::*;
 pub use processes::*;
 pub use sidekey::*;
 pub use test_ca::*;
