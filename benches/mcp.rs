@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use sidekey::mcp::config::{
     ArgRule, McpConfig, PinMode, ToolAction, ToolDefault, ToolRule, ToolRules,
 };
-use sidekey::mcp::filter::{ListFilter, filter_event};
+use sidekey::mcp::filter::ListFilter;
+use sidekey::mcp::sse::filter_event;
 use sidekey::mcp::{decide_tool, jsonrpc};
 
 fn rules() -> ToolRules {

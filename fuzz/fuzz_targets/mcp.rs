@@ -8,7 +8,8 @@ use std::sync::{Arc, LazyLock};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use sidekey::mcp::config::{ArgRule, McpConfig, PinMode, ToolAction, ToolDefault, ToolRule, ToolRules};
-use sidekey::mcp::filter::{ListFilter, filter_event};
+use sidekey::mcp::filter::ListFilter;
+use sidekey::mcp::sse::filter_event;
 use sidekey::mcp::{jsonrpc, pin, rules};
 
 static FILTER: LazyLock<ListFilter> = LazyLock::new(|| {

@@ -5,7 +5,7 @@
 //! * [`jsonrpc`]: the classifier of POST bodies (single messages and batches).
 //! * [`rules`]: the pure tool decision [`rules::decide_tool`] (also used by `explain`).
 //! * [`gate`]: the request side (bounded body, decisions, audit entries).
-//! * [`filter`]: the response side (`tools/list` in JSON and SSE).
+//! * [`filter`]: the response side (`tools/list` answers); [`sse`]: SSE event by event.
 //! * [`pin`]: definition hashes, `tofu` / file pins, `sidekey mcp hash`.
 //! * [`errors`]: refusals as JSON-RPC errors (-32001, and -32042 URL elicitation).
 
@@ -17,6 +17,7 @@ pub mod glob;
 pub mod jsonrpc;
 pub mod pin;
 pub mod rules;
+pub mod sse;
 
 pub use config::McpConfig;
 pub use gate::McpCall;

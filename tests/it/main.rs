@@ -5,7 +5,8 @@
 //! * Areas: `spine` (policy, injection, audit, streaming, lifecycle), `https`
 //!   (interception with real clients), `vault` (OpenBao-backed credentials), `jwt`
 //!   (verified identity), `ops` (metrics, reload, drain), `hardening` (egress, protocol,
-//!   leaks, regressions), `mcp` (MCP routes with the Python SDK), `check_cli`, `config_files`, `deploy_manifests`.
+//!   leaks, regressions), `mcp` (MCP routes with the Python SDK), `check_cli`,
+//!   `config_files`, `deploy_manifests`.
 //!
 //! Run one area with `cargo test --test it spine::`.
 
