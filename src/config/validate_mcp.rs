@@ -9,8 +9,8 @@ use super::Allow;
 use super::raw::{RawGlobs, RawMcp, RawPin, RawToolRule};
 use super::validate::{Problems, resolve_path};
 use crate::mcp::config::{
-    ArgRule, DEFAULT_MAX_BODY_BYTES, McpConfig, PinMode, ToolAction, ToolDefault, ToolRule,
-    ToolRules, parse_size,
+    ArgRule, DEFAULT_MAX_BODY_BYTES, McpConfig, PinMode, PinWord, ToolAction, ToolDefault,
+    ToolRule, ToolRules, parse_size,
 };
 use crate::mcp::glob::Glob;
 use crate::mcp::pin::parse_pin_file;
@@ -28,20 +28,17 @@ pub(super) fn mcp(p: &mut Problems, at: &str, raw: RawMcp, base: &Path) -> Optio
         None => ToolDefault::Deny,
         Some(Ok(d)) => d,
         Some(Err(e)) => {
-            p.push(format!("{at}.default"), e);
+            p.push(format!("{at}.default"), e.to_string());
             ToolDefault::Deny
         }
     };
     let pin = match raw.pin {
         None => PinMode::Off,
-        Some(RawPin::Mode(m)) => match m.as_str() {
-            "off" => PinMode::Off,
-            "tofu" => PinMode::Tofu,
-            other => {
-                p.push(
-                    format!("{at}.pin"),
-                    format!("unknown pin mode `{other}` (expected off, tofu or {{file: PATH}})"),
-                );
+        Some(RawPin::Mode(m)) => match m.parse::<PinWord>() {
+            Ok(PinWord::Off) => PinMode::Off,
+            Ok(PinWord::Tofu) => PinMode::Tofu,
+            Err(e) => {
+                p.push(format!("{at}.pin"), format!("{e}, or {{file: PATH}}"));
                 PinMode::Off
             }
         },
@@ -97,7 +94,7 @@ fn rule(p: &mut Problems, at: &str, r: &RawToolRule) -> Option<ToolRule> {
         None => ToolAction::Allow,
         Some(Ok(a)) => a,
         Some(Err(e)) => {
-            p.push(format!("{at}.action"), e);
+            p.push(format!("{at}.action"), e.to_string());
             ToolAction::Allow
         }
     };

@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use super::glob::Glob;
 use crate::config::Allow;
+pub use crate::config::{PinWord, ToolAction, ToolDefault};
 
 /// Default `max_body_bytes`: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -54,22 +54,6 @@ pub struct ArgRule {
     pub globs: Vec<Glob>,
 }
 
-/// `action:` of a tool rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ToolAction {
-    #[default]
-    Allow,
-    Deny,
-}
-
-/// `mcp.default:` — the decision for a `tools/call` no rule applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ToolDefault {
-    #[default]
-    Deny,
-    Allow,
-}
-
 /// `mcp.pin:` — how tool definitions are pinned.
 #[derive(Debug, Clone, Default)]
 pub enum PinMode {
@@ -83,32 +67,6 @@ pub enum PinMode {
         pins: HashMap<String, String>,
     },
 }
-
-macro_rules! keyword_enum {
-    ($ty:ident, $what:literal, $($variant:ident => $text:literal),+) => {
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($ty::$variant),)+
-                    other => Err(format!(
-                        concat!("unknown ", $what, " `{}` (expected {})"),
-                        other,
-                        [$($text),+].join(" or ")
-                    )),
-                }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(match self { $($ty::$variant => $text,)+ })
-            }
-        }
-    };
-}
-
-keyword_enum!(ToolAction, "action", Allow => "allow", Deny => "deny");
-keyword_enum!(ToolDefault, "default", Deny => "deny", Allow => "allow");
 
 impl fmt::Display for PinMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -154,12 +112,10 @@ mod tests {
         assert!(parse_size("1 parsec").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());
         assert_eq!("deny".parse::<ToolAction>(), Ok(ToolAction::Deny));
-        assert!(
-            "block"
-                .parse::<ToolAction>()
-                .unwrap_err()
-                .contains("allow or deny")
-        );
+        let e = "block".parse::<ToolAction>().unwrap_err().to_string();
+        assert_eq!(e, "unknown action `block` (expected allow or deny)");
         assert_eq!(ToolDefault::Allow.to_string(), "allow");
+        assert_eq!(ToolDefault::default(), ToolDefault::Deny);
+        assert_eq!(ToolAction::default(), ToolAction::Allow);
     }
 }
