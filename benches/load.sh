@@ -3,6 +3,7 @@
 # injects `Authorization: Bearer ...`), in one run on loopback.
 #
 #   benches/load.sh                 # DUR=8s CONNS=32 ROUNDS=3 (about 4 minutes + build)
+#   The "mcp" case POSTs a 1 KiB MCP tools/call decided by a tool rule (ratio to claw).
 #
 # The bench build activates dev-dependency features (tokio test-util), so the lib is
 # compiled twice: once for the measured sidekey binary, once for tls_load.
@@ -133,7 +134,7 @@ agent: bench
 listen: 127.0.0.1:$SK
 admin_listen: 127.0.0.1:$SKA
 audit: {file: $tmp/audit.jsonl}
-upstreams: {api.test: 127.0.0.1:$UP, user.test: 127.0.0.1:$UP}
+upstreams: {api.test: 127.0.0.1:$UP, user.test: 127.0.0.1:$UP, mcp.test: 127.0.0.1:$UP}
 credentials:
   bot: {source: env, env: BENCH_TOKEN}
   user: {source: file, file: "creds/{user}.txt"}
@@ -141,6 +142,13 @@ routes:
   - {name: claw, match: {host: api.test}, auth: claw, credential: bot}
   - {name: assistant, match: {host: user.test}, auth: assistant, credential: user}
   - {name: gateway, gateway: {prefix: /gw, upstream: "http://127.0.0.1:$UP"}, auth: claw, credential: bot}
+  - name: mcp
+    match: {host: mcp.test}
+    auth: claw
+    credential: bot
+    mcp:
+      tools: [{name: "get_*"}, {name: "create_*", args: {"/owner": [acme]}}, {name: "delete_*", action: deny}]
+      default: deny
 YAML
 # The HTTPS sidekey: intercepts CONNECT api.test:443 and dials the upstream TLS listener.
 cat > "$tmp/sidekey-tls.yaml" <<YAML
@@ -185,6 +193,9 @@ L_CLAW=$(lua "http://api.test/v1/x" 'wrk.headers["Host"] = "api.test"' claw)
 L_ASSIST=$(lua "http://user.test/v1/x" 'wrk.headers["Host"] = "user.test"; wrk.headers["x-sidekey-user"] = "alice"' assistant)
 L_GW=$(lua "/gw/v1/x" "" gateway)
 L_FLOOR=$(lua "/v1/x" "" floor)
+# MCP: a 1 KiB tools/call, POSTed through the forward proxy and decided by a tool rule.
+MCP_BODY=$(python3 -c 'import json; print(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_issue", "arguments": {"owner": "acme", "repo": "infra", "number": 42, "body": "x" * 880}}}))')
+L_MCP=$(lua "http://mcp.test/mcp" "wrk.method = \"POST\"; wrk.headers[\"Host\"] = \"mcp.test\"; wrk.headers[\"Content-Type\"] = \"application/json\"; wrk.body = '$MCP_BODY'" mcp)
 
 # Sanity: each path really injects.
 curl -sf -o /dev/null "http://127.0.0.1:$NGX/v1/x"
@@ -200,6 +211,7 @@ check_auth() { # label, curl args...
 check_auth "nginx" "http://127.0.0.1:$NGX/auth"
 check_auth "hyper floor" "http://127.0.0.1:$FL/auth"
 check_auth "sidekey claw" -x "http://127.0.0.1:$SK" http://api.test/auth
+check_auth "sidekey mcp" -x "http://127.0.0.1:$SK" -H 'content-type: application/json' -d "$MCP_BODY" http://mcp.test/auth
 check_auth "nginx TLS" --cacert "$tmp/upca.crt" --resolve "api.test:$NGXTLS:127.0.0.1" "https://api.test:$NGXTLS/auth"
 check_auth "nginx TLS->TLS" --cacert "$tmp/upca.crt" --resolve "api.test:$NGXTT:127.0.0.1" "https://api.test:$NGXTT/auth"
 check_auth "sidekey https" -x "http://127.0.0.1:$SKT" --cacert "$tmp/skca/ca.crt" https://api.test/auth
@@ -231,6 +243,7 @@ for r in $(seq "$ROUNDS"); do
   timed claw "$SKPID" run claw "$SK" "$L_CLAW"
   timed assistant "$SKPID" run assistant "$SK" "$L_ASSIST"
   timed gateway "$SKPID" run gateway "$SK" "$L_GW"
+  timed mcp "$SKPID" run mcp "$SK" "$L_MCP"
   run_tls direct_tls "$tmp/upca.crt" --mode direct --addr "127.0.0.1:$UPTLS" --sni api.test
   timed nginx_tls "$NGXTW" run_tls nginx_tls "$tmp/upca.crt" --mode direct --addr "127.0.0.1:$NGXTLS" --sni api.test
   timed nginx_tt "$NGXTW" run_tls nginx_tt "$tmp/upca.crt" --mode direct --addr "127.0.0.1:$NGXTT" --sni api.test
@@ -272,7 +285,7 @@ def parse(path):
     lat = {p: ms(*re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", t).groups()) for p in ("50", "99")}
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
     return rps, lat["50"], lat["99"], int(errs.group(1)) if errs else 0
-cases = ["direct", "nginx", "floor", "claw", "assistant", "gateway"]
+cases = ["direct", "nginx", "floor", "claw", "assistant", "gateway", "mcp"]
 res = {}
 for c in cases:
     runs = [parse(f"{tmp}/out.{c}.{r}") for r in range(1, rounds + 1)]
@@ -282,12 +295,14 @@ print("cpu% = proxy CPU time / wall time (core 1); k/cpu-s = thousand requests p
 print(f"{'case':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p99 ms':>9}{'non-2xx':>9}{'cpu%':>8}{'k/cpu-s':>10}")
 for c in cases:
     rps, p50, p99, bad = res[c]
-    label = {"claw": "sidekey claw", "assistant": "sidekey assistant", "gateway": "sidekey gateway", "floor": "hyper floor"}.get(c, c)
+    label = {"claw": "sidekey claw", "assistant": "sidekey assistant", "gateway": "sidekey gateway", "floor": "hyper floor", "mcp": "sidekey mcp 1KiB call"}.get(c, c)
     print(f"{label:<22}{rps:>10.0f}{p50:>9.3f}{p99:>9.3f}{p99 - d99:>9.3f}{bad:>9}{cpu_cols(c, rps)}")
 n = res["nginx"]
 print()
 for c in ("claw", "assistant", "gateway"):
     print(f"sidekey {c}/nginx: throughput {res[c][0] / n[0]:.2f}x, added p99 {(res[c][2] - d99):.3f} ms vs nginx {(n[2] - d99):.3f} ms")
+m, cl = res["mcp"], res["claw"]
+print(f"sidekey mcp/claw: throughput {m[0] / cl[0]:.2f}x, p99 {m[2]:.3f} ms vs {cl[2]:.3f} ms (a 1 KiB tools/call read, classified and decided by a tool rule)")
 f = res["floor"]
 print(f"hyper floor/nginx: throughput {f[0] / n[0]:.2f}x (the stack sidekey is built on, injecting and nothing else)")
 print(f"sidekey claw/hyper floor: throughput {res['claw'][0] / f[0]:.2f}x (the cost of identity, policy, audit, metrics, scrubbing)")

@@ -55,7 +55,7 @@ cargo clippy --quiet --all-targets -- -D warnings
 
 # Fuzz smoke (stable toolchain, no sanitizer). Longer runs: docs/hardening.md.
 step "fuzz smoke"
-(cd fuzz && for t in config route_match identity scrubber; do
+(cd fuzz && for t in config route_match identity scrubber mcp; do
   d=""; [ -f "$t.dict" ] && d="-dict=$t.dict"
   echo "fuzz smoke: $t"
   cargo fuzz run --sanitizer none "$t" -- -max_total_time="${SIDEKEY_FUZZ_SECONDS:-10}" $d 2>&1 | tail -n 2

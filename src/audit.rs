@@ -42,6 +42,8 @@ pub struct AuditRecord<'a> {
     pub total_ms: f64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// One entry per JSON-RPC message of an MCP POST; null on other requests.
+    pub mcp: Option<&'a [crate::mcp::gate::AuditEntry]>,
 }
 
 /// Cut a client-controlled value to a bounded length on a char boundary (borrowed as
@@ -199,6 +201,7 @@ mod tests {
                 total_ms: 0.1,
                 bytes_in: 0,
                 bytes_out: 0,
+                mcp: None,
             });
         }
         sink.flush();
@@ -206,5 +209,6 @@ mod tests {
         assert_eq!(text.lines().count(), 100);
         let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(v["user"], "line\nbreak");
+        assert!(v["mcp"].is_null(), "mcp must be present and null: {v}");
     }
 }

@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `ca init`, `ca env`, `--version`.
+//! The command line: `run`, `check`, `ca init`, `ca env`, `mcp hash`, `--version`.
 //!
 //! Exit codes: 0 ok, 2 invalid config or usage, 1 any other start-up failure.
 
@@ -36,6 +36,19 @@ enum Command {
     /// Manage the local CA used for HTTPS interception.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Tools for MCP routes.
+    #[command(subcommand)]
+    Mcp(McpCommand),
+}
+
+#[derive(Subcommand)]
+enum McpCommand {
+    /// Print a pin file for the tools of a tools/list result or response (JSON, or
+    /// the SSE stream carrying it), read from FILE or stdin.
+    Hash {
+        /// Input file (stdin when absent).
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -76,6 +89,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Ca(CaCommand::Env { ca, bundle_out }) => ca_env(&ca, bundle_out),
+        Command::Mcp(McpCommand::Hash { file }) => mcp_hash(file.as_deref()),
     }
 }
 
@@ -98,6 +112,15 @@ fn check(path: &Path) -> ExitCode {
                     "{}: warning: routes[{i}].allow.groups: trusted identities carry no groups, so only `allow.users` can match (use identity.mode: jwt)",
                     path.display()
                 );
+            }
+            let rules = r.mcp.iter().flat_map(|m| m.rules.rules.iter()).enumerate();
+            for (j, rule) in rules {
+                if rule.allow.as_ref().is_some_and(|a| !a.groups.is_empty()) {
+                    eprintln!(
+                        "{}: warning: routes[{i}].mcp.tools[{j}].allow.groups: trusted identities carry no groups, so only `allow.users` can match (use identity.mode: jwt)",
+                        path.display()
+                    );
+                }
             }
         }
     }
@@ -250,4 +273,55 @@ fn ca_env(ca: &Path, bundle_out: Option<PathBuf>) -> ExitCode {
         println!("{line}");
     }
     ExitCode::SUCCESS
+}
+
+/// `sidekey mcp hash [FILE]`: exit 0 with the pin file on stdout, 2 on bad input.
+fn mcp_hash(file: Option<&Path>) -> ExitCode {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = match file {
+        Some(f) => std::fs::read_to_string(f).map(|t| text = t),
+        None => std::io::stdin().read_to_string(&mut text).map(drop),
+    };
+    if let Err(e) = read {
+        let what = file.map_or("stdin".into(), |f| f.display().to_string());
+        eprintln!("sidekey: cannot read {what}: {e}");
+        return ExitCode::from(2);
+    }
+    let answer = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .or_else(|| sse_answers(&text));
+    let Some(answer) = answer else {
+        eprintln!("sidekey: the input is neither JSON nor an SSE stream of JSON-RPC messages");
+        return ExitCode::from(2);
+    };
+    match crate::mcp::pin::pin_file(&answer) {
+        Ok(pins) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&pins).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sidekey: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The JSON messages of an SSE stream's events, as one batch.
+fn sse_answers(text: &str) -> Option<serde_json::Value> {
+    let mut out = Vec::new();
+    for event in text.replace("\r\n", "\n").split("\n\n") {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if let Ok(v) = serde_json::from_str(&data.join("\n")) {
+            out.push(v);
+        }
+    }
+    (!out.is_empty()).then_some(serde_json::Value::Array(out))
 }

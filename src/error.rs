@@ -45,6 +45,15 @@ pub enum ProxyError {
     CredentialStoreUnavailable(String),
     #[error("upstream did not answer within {0}")]
     UpstreamTimeout(String),
+    /// An MCP `tools/call` refused by the route's tool rules.
+    #[error("{0}")]
+    ToolDenied(String),
+    /// An MCP tool whose definition no longer matches its pin.
+    #[error("{0}")]
+    ToolChanged(String),
+    /// An MCP request body over `mcp.max_body_bytes`.
+    #[error("the request body exceeds the MCP limit of {0} bytes")]
+    BodyTooLarge(usize),
 }
 
 impl ProxyError {
@@ -62,6 +71,9 @@ impl ProxyError {
             Self::Upstream(_) => "upstream_error",
             Self::CredentialStoreUnavailable(_) => "credential_store_unavailable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::ToolDenied(_) => "tool_denied",
+            Self::ToolChanged(_) => "tool_changed",
+            Self::BodyTooLarge(_) => "body_too_large",
         }
     }
 
@@ -73,9 +85,12 @@ impl ProxyError {
             | Self::IdentityInvalid(_)
             | Self::CredentialMissing { .. }
             | Self::CredentialExpired { .. } => StatusCode::UNAUTHORIZED,
-            Self::RouteDenied(_) | Self::UserNotAllowed { .. } | Self::EgressDenied(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Self::RouteDenied(_)
+            | Self::UserNotAllowed { .. }
+            | Self::EgressDenied(_)
+            | Self::ToolDenied(_)
+            | Self::ToolChanged(_) => StatusCode::FORBIDDEN,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::CredentialStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -93,6 +108,9 @@ impl ProxyError {
                 | Self::EgressDenied(_)
                 | Self::BadRequest(_)
                 | Self::HeadersTooLarge(_)
+                | Self::ToolDenied(_)
+                | Self::ToolChanged(_)
+                | Self::BodyTooLarge(_)
         )
     }
 

@@ -2,7 +2,8 @@
 //!
 //! The folders follow a request: `config` (YAML -> validated [`config::Config`]),
 //! `identity` (who the end user is), `policy` (which route, so what to do),
-//! `credentials` (the token for that route and user), `proxy` (the listener and the
+//! `credentials` (the token for that route and user), `mcp` (tool policy on MCP
+//! routes), `proxy` (the listener and the
 //! request phases), then `audit` and `metrics`. `server` runs it all; `cli` is the
 //! command line.
 
@@ -14,6 +15,7 @@ pub mod credentials;
 pub mod error;
 pub mod identity;
 pub mod logging;
+pub mod mcp;
 pub mod memory;
 pub mod metrics;
 pub mod policy;

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub token_refreshes: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub open_connections: IntGauge,
+    /// `sidekey_mcp_calls_total{route,rule,decision}`: `rule` is a configured pattern.
+    pub mcp_calls: IntCounterVec,
+    /// `sidekey_mcp_tool_changes_total{route}`.
+    pub mcp_tool_changes: IntCounterVec,
     /// Per-route handles for the routes of the config in force (see [`RouteMetrics`]).
     routes: ArcSwap<HashMap<Arc<str>, RouteMetrics>>,
 }
@@ -73,6 +77,20 @@ impl Metrics {
             Opts::new("sidekey_config_reloads_total", "Config reloads, by result."),
             &["result"],
         )?;
+        let mcp_calls = IntCounterVec::new(
+            Opts::new(
+                "sidekey_mcp_calls_total",
+                "MCP tools/call requests, by the applying rule's pattern and decision.",
+            ),
+            &["route", "rule", "decision"],
+        )?;
+        let mcp_tool_changes = IntCounterVec::new(
+            Opts::new(
+                "sidekey_mcp_tool_changes_total",
+                "MCP tools found changed or unpinned against their pins.",
+            ),
+            &["route"],
+        )?;
         let open_connections =
             IntGauge::new("sidekey_open_connections", "Open client connections.")?;
         let build_info = IntGaugeVec::new(
@@ -92,6 +110,8 @@ impl Metrics {
         registry.register(Box::new(token_refreshes.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(mcp_calls.clone()))?;
+        registry.register(Box::new(mcp_tool_changes.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -102,6 +122,8 @@ impl Metrics {
             token_refreshes,
             config_reloads,
             open_connections,
+            mcp_calls,
+            mcp_tool_changes,
             routes: ArcSwap::default(),
         })
     }
@@ -160,6 +182,18 @@ impl Metrics {
         self.token_refreshes
             .with_label_values(&[credential, result])
             .inc();
+    }
+
+    /// One decided MCP `tools/call`. `route` and `rule` come from the config (a rule's
+    /// pattern or `default`), never from the request.
+    pub fn mcp_call(&self, route: &str, rule: &str, decision: &str) {
+        self.mcp_calls
+            .with_label_values(&[route, rule, decision])
+            .inc();
+    }
+
+    pub fn mcp_tool_changed(&self, route: &str) {
+        self.mcp_tool_changes.with_label_values(&[route]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

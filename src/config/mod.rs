@@ -11,6 +11,7 @@ pub mod raw;
 mod validate;
 mod validate_credentials;
 mod validate_identity;
+mod validate_mcp;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -23,7 +24,10 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use duration::parse_duration;
-pub use names::{Action, ClientAuth, DefaultAction, InjectForm, SourceKind, UnknownName, Word};
+pub use names::{
+    Action, ClientAuth, DefaultAction, InjectForm, PinWord, SourceKind, ToolAction, ToolDefault,
+    UnknownName, Word,
+};
 
 use crate::policy::RouteMatch;
 
@@ -333,6 +337,8 @@ pub struct RouteSpec {
     pub allow: Option<Allow>,
     pub connect_url: Option<String>,
     pub keep_client_headers: Vec<HeaderName>,
+    /// Set when the upstream is an MCP server (see [`crate::mcp`]).
+    pub mcp: Option<Arc<crate::mcp::McpConfig>>,
 }
 
 impl RouteSpec {

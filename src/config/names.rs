@@ -1,5 +1,5 @@
 //! The config's keywords as types: `auth:`, `default:`, credential `source:`, inject
-//! forms and `client_auth:`. Each enum is the one spelling of its words: `FromStr`
+//! forms, `client_auth:` and the MCP words (`action:`, `mcp.default:`, `mcp.pin:`). Each enum is the one spelling of its words: `FromStr`
 //! (with the "unknown X `y` (expected a, b or c)" message), `Display`, and `ALL`.
 //! Adding a word is adding a variant line here (the compiler then lists every `match`
 //! that must learn it).
@@ -163,6 +163,34 @@ keyword! {
         Basic = "basic",
         /// client_secret_post (in the form body).
         Body = "body",
+    }
+}
+
+keyword! {
+    /// An MCP tool rule's `action:` (see [`crate::mcp`]).
+    #[derive(Default)]
+    pub enum ToolAction("action") {
+        #[default]
+        Allow = "allow",
+        Deny = "deny",
+    }
+}
+
+keyword! {
+    /// An MCP route's `mcp.default:`: the decision for a `tools/call` no rule applies to.
+    #[derive(Default)]
+    pub enum ToolDefault("default") {
+        #[default]
+        Deny = "deny",
+        Allow = "allow",
+    }
+}
+
+keyword! {
+    /// The word forms of an MCP route's `mcp.pin:` (the third form is `{file: PATH}`).
+    pub enum PinWord("pin mode") {
+        Off = "off",
+        Tofu = "tofu",
     }
 }
 

@@ -164,6 +164,70 @@ pub struct RawRoute {
     pub allow: Option<RawAllow>,
     pub connect_url: Option<String>,
     pub keep_client_headers: Option<Vec<String>>,
+    pub mcp: Option<RawMcp>,
+}
+
+/// A route's `mcp:` block (validated in `validate_mcp.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcp {
+    #[serde(default)]
+    pub tools: Vec<RawToolRule>,
+    pub default: Option<String>,
+    pub filter_list: Option<bool>,
+    pub pin: Option<RawPin>,
+    pub max_body_bytes: Option<RawScalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToolRule {
+    pub name: String,
+    #[serde(default)]
+    pub args: BTreeMap<String, RawGlobs>,
+    pub action: Option<String>,
+    pub allow: Option<RawAllow>,
+}
+
+/// One glob or a list of them; YAML numbers are read as their text.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawGlobs {
+    One(RawScalar),
+    Many(Vec<RawScalar>),
+}
+
+/// A string or a number, as YAML may write either.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawScalar {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl RawScalar {
+    pub fn text(&self) -> String {
+        match self {
+            RawScalar::Int(n) => n.to_string(),
+            RawScalar::Float(f) => f.to_string(),
+            RawScalar::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// `pin: off | tofu` or `pin: {file: PATH}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPin {
+    Mode(String),
+    File(RawPinFile),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPinFile {
+    pub file: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -98,7 +98,7 @@ pub(super) fn validate(
     let vault = validate_credentials::vault(&mut p, raw.vault, base);
     let credentials =
         validate_credentials::credentials(&mut p, raw.credentials, base, vault.is_some());
-    let routes = routes(&mut p, raw.routes, &credentials);
+    let routes = routes(&mut p, raw.routes, &credentials, base);
     validate_identity::allow_lists(&mut p, &routes);
 
     let t = raw.timeouts;
@@ -306,6 +306,7 @@ fn routes(
     p: &mut Problems,
     raw: Vec<RawRoute>,
     creds: &BTreeMap<String, Arc<CredentialSpec>>,
+    base: &Path,
 ) -> Vec<RouteSpec> {
     let mut out = Vec::with_capacity(raw.len());
     let mut names = HashSet::new();
@@ -402,6 +403,7 @@ fn routes(
             for (key, set) in [
                 ("inject", r.inject.is_some()),
                 ("connect_url", r.connect_url.is_some()),
+                ("mcp", r.mcp.is_some() && action == Some(Action::Deny)),
             ] {
                 if set {
                     p.push(
@@ -411,6 +413,9 @@ fn routes(
                 }
             }
         }
+        let mcp = r
+            .mcp
+            .and_then(|m| super::validate_mcp::mcp(p, &format!("{at}.mcp"), m, base));
         out.push(RouteSpec {
             name: Arc::from(name.as_str()),
             matcher,
@@ -422,6 +427,7 @@ fn routes(
             allow,
             connect_url: r.connect_url,
             keep_client_headers,
+            mcp,
         });
     }
     out

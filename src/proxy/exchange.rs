@@ -38,6 +38,8 @@ pub struct Exchange {
     denied: bool,
     pub upstream: Option<Duration>,
     pub bytes_in: Arc<AtomicU64>,
+    /// Set on an MCP POST: what its JSON-RPC messages were and how they were decided.
+    pub mcp: Option<crate::mcp::McpCall>,
     /// This exchange writes no record (it was detached, or is not a call).
     skip: bool,
     /// No record will ever carry this request id, so no response may name it.
@@ -69,6 +71,7 @@ impl Exchange {
             denied: false,
             upstream: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
+            mcp: None,
             skip: false,
             unrecorded: false,
         }
@@ -195,6 +198,7 @@ impl Exchange {
             total_ms: ms(total),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out,
+            mcp: self.mcp.as_ref().map(|m| m.entries.as_slice()),
         };
         shared.audit.write(&record);
     }

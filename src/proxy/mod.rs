@@ -82,6 +82,8 @@ pub struct Shared {
     pub credentials: CredentialStore,
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
+    /// MCP tool pins (`tofu` and pin-file state), for the life of the process.
+    pub mcp_pins: Arc<crate::mcp::PinStore>,
     /// The bound proxy address (requests naming it are gateway requests, never dialled).
     pub proxy_addr: SocketAddr,
     pub shutdown: CancellationToken,
@@ -101,6 +103,7 @@ impl Shared {
             credentials,
             audit,
             metrics,
+            mcp_pins: Arc::default(),
             proxy_addr,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

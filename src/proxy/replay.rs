@@ -19,13 +19,25 @@ pub enum Outgoing {
     Buffered(Bytes),
 }
 
+/// A request body as the phases hold it: still streaming, or already read (an MCP
+/// POST, read whole to be inspected).
+pub enum Arrived {
+    Stream(Incoming),
+    Read(Bytes),
+}
+
 /// Buffer `body` when `want` and it is known to fit in `limit`; otherwise stream it.
+/// A body that was already read is sent (and replayed) as it is.
 pub async fn outgoing(
     parts: &Parts,
-    body: Incoming,
+    body: Arrived,
     limit: usize,
     want: bool,
 ) -> Result<Outgoing, ProxyError> {
+    let body = match body {
+        Arrived::Stream(b) => b,
+        Arrived::Read(bytes) => return Ok(Outgoing::Buffered(bytes)),
+    };
     if !want {
         return Ok(Outgoing::Stream(body));
     }

@@ -8,8 +8,9 @@
 //! * Areas: `spine` (policy, injection, audit, streaming, lifecycle), `https`
 //!   (interception with real clients), `vault` (OpenBao-backed credentials), `jwt`
 //!   (verified identity), `ops` (metrics, reload, drain), `hardening` (egress, protocol,
-//!   leaks, regressions), `check_cli`, `config_files`, `deploy_manifests`, `docs` (links
-//!   stay inside the repository), `quickstart` (the README's quick example is true).
+//!   leaks, regressions), `mcp` (MCP routes with the Python SDK), `check_cli`,
+//!   `config_files`, `deploy_manifests`, `docs` (links stay inside the repository),
+//!   `quickstart` (the README's quick example is true).
 //!
 //! Run one area with `cargo test --test it spine::`; the layout and how to add an area:
 //! CONTRIBUTING.md.
@@ -26,6 +27,7 @@ mod docs;
 mod hardening;
 mod https;
 mod jwt;
+mod mcp;
 mod ops;
 mod quickstart;
 mod spine;

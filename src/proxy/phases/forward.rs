@@ -42,11 +42,16 @@ pub(super) async fn forward(
     ex: &mut Exchange,
     call: &Call,
     parts: Parts,
-    body: Incoming,
+    body: replay::Arrived,
     prepared: Prepared,
 ) -> Result<Sent, ProxyError> {
     let mut secrets = prepared.secrets;
     if prepared.upgrade {
+        let replay::Arrived::Stream(body) = body else {
+            return Err(ProxyError::BadRequest(
+                "an upgrade request with a read body".into(),
+            ));
+        };
         let resp = upgrade::forward(shared, rt, conn, ex, parts, body).await?;
         return Ok(Sent {
             reply: Reply::Upgrade(resp),
@@ -71,7 +76,7 @@ async fn send(
     bytes_in: &Arc<AtomicU64>,
     call: &Call,
     mut parts: Parts,
-    body: Incoming,
+    body: replay::Arrived,
     secrets: &mut Option<Secrets>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let replayable = call.action == Action::Assistant && call.token.is_some();
@@ -89,7 +94,8 @@ async fn send(
                 .upstream
                 .send(replay::request(&parts, bytes.clone()))
                 .await?;
-            if first.status() != StatusCode::UNAUTHORIZED {
+            // Only assistant calls are retried (an MCP POST is read on any route).
+            if !replayable || first.status() != StatusCode::UNAUTHORIZED {
                 return Ok(first);
             }
             drop(first);

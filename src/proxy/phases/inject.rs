@@ -70,7 +70,7 @@ pub(super) fn credential(
     Ok(secrets)
 }
 
-fn is_upgrade(parts: &Parts) -> bool {
+pub(super) fn is_upgrade(parts: &Parts) -> bool {
     parts.version == http::Version::HTTP_11
         && parts.headers.contains_key(http::header::UPGRADE)
         && parts

@@ -1,9 +1,11 @@
 //! The request path, as named phases in the order a request walks them:
 //!
 //! `identify` (where it goes: [`super::target`]; who the end user is) -> `decide` (the
-//! route and whether the call may go: [`crate::policy::decide`]) -> `resolve` (the
+//! route and whether the call may go: [`crate::policy::decide`]; on an MCP route the
+//! POST body is read first and its tool calls decided after: `mcp`) -> `resolve` (the
 //! credential) -> `inject` (the upstream request) -> `forward` (send, with one
-//! refresh-and-retry on an assistant 401) -> `respond` (response hygiene) -> audit
+//! refresh-and-retry on an assistant 401) -> `respond` (response hygiene; MCP tool
+//! lists filtered) -> audit
 //! ([`Exchange::respond`], for every outcome, refusals and failures included).
 //!
 //! Each change to request handling has one home: a phase's file. [`process`] only
@@ -13,6 +15,7 @@ mod decide;
 mod forward;
 mod identify;
 mod inject;
+mod mcp;
 mod resolve;
 mod respond;
 
@@ -67,7 +70,15 @@ pub async fn handle(
         Err(e) => {
             ex.fail(&e);
             log_failure(&ex, &e, connect);
-            e.to_response::<Full<Bytes>>(&ex.request_id).map(box_full)
+            // On an MCP POST the refusal is a JSON-RPC answer to its requests.
+            match ex
+                .mcp
+                .as_ref()
+                .and_then(|m| m.refusal::<Full<Bytes>>(&e, &ex.request_id))
+            {
+                Some(r) => r.map(box_full),
+                None => e.to_response::<Full<Bytes>>(&ex.request_id).map(box_full),
+            }
         }
     };
     // audit: the record is written when the response body ends.
@@ -90,7 +101,10 @@ async fn process(
     let target = identify::locate(shared, rt, conn, ex, &parts)?;
     let identity = identify::identify(rt, conn, &parts.headers).await?;
     ex.identity = identity.clone();
-    let decision = decide::decide(rt, ex, &target, &parts.method, identity.as_ref())?;
+    let decision = decide::decide(rt, ex, &target, &parts.method, identity.as_ref());
+    let body = mcp::read(ex, &mut parts, body).await?;
+    let decision = decision?;
+    mcp::decide(shared, rt, ex, identity.as_ref())?;
     let token = resolve::resolve(shared, &decision, identity.as_ref()).await?;
     let call = Call {
         target,
@@ -101,7 +115,8 @@ async fn process(
     };
     let prepared = inject::inject(rt, &call, &mut parts)?;
     let sent = forward::forward(shared, rt, conn, ex, &call, parts, body, prepared).await?;
-    respond::respond(sent, call.route.as_deref())
+    let resp = respond::respond(sent, call.route.as_deref())?;
+    mcp::filter(shared, ex, &call, resp).await
 }
 
 fn box_full(b: Full<Bytes>) -> UpstreamBody {

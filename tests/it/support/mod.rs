@@ -7,6 +7,7 @@
 //! * [`assert`] holds contract checks shared by several test files.
 //! * HTTPS: [`TlsUpstream`] (a recording TLS upstream), [`test_ca`] and [`SidekeyCa`],
 //!   [`processes`] (curl, Python clients), [`tunnel`] (raw CONNECT), [`websocket`].
+//! * MCP: [`McpServer`] (the Python SDK's FastMCP) and raw JSON-RPC posts.
 //!
 //! * [`tools`]: the external programs (`bao`, the Python venv, `promtool`, `curl`), found
 //!   in one place; a missing one fails with the command to run (`scripts/test.sh`).
@@ -22,6 +23,7 @@
 pub mod assert;
 pub mod body;
 pub mod client;
+pub mod mcp_server;
 pub mod processes;
 pub mod sidekey;
 pub mod test_ca;
@@ -34,6 +36,7 @@ pub mod websocket;
 pub use assert::*;
 pub use body::*;
 pub use client::*;
+pub use mcp_server::*;
 pub use processes::*;
 pub use sidekey::*;
 pub use test_ca::*;
