@@ -174,6 +174,7 @@ fn check(path: &Path) -> ExitCode {
                 } => format!("{name}: {prefix}<token>{suffix}"),
                 Inject::Basic { .. } => "authorization: Basic".into(),
                 Inject::Query { param } => format!("?{param}=<token>"),
+                Inject::AwsSigV4(s) => format!("aws_sigv4 {}/{}", s.region, s.service),
             }
         } else {
             "-".into()

@@ -6,10 +6,12 @@
 //! duration and address parsed, every path is absolute. Nothing later re-checks it.
 
 mod duration;
+mod minted;
 pub mod raw;
 mod validate;
 mod validate_credentials;
 mod validate_identity;
+mod validate_minted;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -22,6 +24,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use duration::parse_duration;
+pub use minted::{GITHUB_API, GithubApp, GoogleServiceAccount, SigV4, TokenExchange};
 
 use crate::policy::{HostPattern, PathGlob};
 
@@ -202,12 +205,19 @@ impl CredentialSpec {
         }
     }
 
-    /// Whether the credential is looked up per end user (`{user}` in its template).
+    /// Whether the credential is looked up per end user (`{user}` in its template or
+    /// subject; a token exchange always acts for the request's user).
     pub fn per_user(&self) -> bool {
         match &self.source {
             SourceSpec::File { template } => template.to_string_lossy().contains("{user}"),
             SourceSpec::Vault { path, .. } => path.contains("{user}"),
-            SourceSpec::Env { .. } | SourceSpec::ClientCredentials(_) => false,
+            SourceSpec::GoogleServiceAccount(g) => {
+                g.subject.as_deref().is_some_and(|s| s.contains("{user}"))
+            }
+            SourceSpec::TokenExchange(_) => true,
+            SourceSpec::Env { .. }
+            | SourceSpec::ClientCredentials(_)
+            | SourceSpec::GithubApp(_) => false,
         }
     }
 
@@ -217,6 +227,9 @@ impl CredentialSpec {
             SourceSpec::File { .. } => "file",
             SourceSpec::Vault { .. } => "vault",
             SourceSpec::ClientCredentials(_) => "oauth_client_credentials",
+            SourceSpec::GithubApp(_) => "github_app",
+            SourceSpec::GoogleServiceAccount(_) => "google_service_account",
+            SourceSpec::TokenExchange(_) => "token_exchange",
         }
     }
 }
@@ -234,6 +247,9 @@ pub enum SourceSpec {
         refresh: Option<OAuthClient>,
     },
     ClientCredentials(OAuthClient),
+    GithubApp(GithubApp),
+    GoogleServiceAccount(GoogleServiceAccount),
+    TokenExchange(TokenExchange),
 }
 
 /// An OAuth client: where to get tokens and how to authenticate to it.
@@ -265,6 +281,8 @@ pub enum Inject {
     Basic { username: Option<String> },
     /// A query parameter, replacing any the client sent.
     Query { param: String },
+    /// AWS Signature Version 4 from an access-key map (`Authorization` and `X-Amz-*`).
+    AwsSigV4(SigV4),
 }
 
 impl Inject {
@@ -337,7 +355,7 @@ impl RouteSpec {
         static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
         match self.effective_inject() {
             Inject::Header { name, .. } => Some(name),
-            Inject::Basic { .. } => Some(&AUTHORIZATION),
+            Inject::Basic { .. } | Inject::AwsSigV4(_) => Some(&AUTHORIZATION),
             Inject::Query { .. } => None,
         }
     }

@@ -9,7 +9,20 @@ use super::raw::{RawCredential, RawSecretRef, RawVault};
 use super::validate::{Problems, parse_inject, resolve_path};
 use super::{
     ClientAuth, CredentialSpec, OAuthClient, SecretRef, SourceSpec, VaultAuth, VaultConfig,
+    validate_minted,
 };
+
+/// What resolving a secret reference needs: the config's folder, and whether Vault is there.
+pub(super) struct Refs<'a> {
+    pub base: &'a Path,
+    pub have_vault: bool,
+}
+
+impl Refs<'_> {
+    pub fn secret(&self, p: &mut Problems, at: &str, r: &RawSecretRef) -> SecretRef {
+        secret_ref(p, at, r, self.base, self.have_vault)
+    }
+}
 
 pub(super) fn vault(p: &mut Problems, raw: Option<RawVault>, base: &Path) -> Option<VaultConfig> {
     let raw = raw?;
@@ -121,12 +134,12 @@ fn credential(
     p: &mut Problems,
     at: &str,
     name: &str,
-    c: RawCredential,
+    mut c: RawCredential,
     base: &Path,
     have_vault: bool,
 ) -> Option<CredentialSpec> {
     // Keys each source may carry besides the common ones (inject, connect_url, cache_ttl).
-    let present: [(&str, bool); 9] = [
+    let present: [(&str, bool); 20] = [
         ("env", c.env.is_some()),
         ("file", c.file.is_some()),
         ("path", c.path.is_some()),
@@ -136,17 +149,58 @@ fn credential(
         ("client_secret", c.client_secret.is_some()),
         ("scopes", c.scopes.is_some()),
         ("refresh", c.refresh.is_some()),
+        ("client_auth", c.client_auth.is_some()),
+        ("app_id", c.app_id.is_some()),
+        ("installation_id", c.installation_id.is_some()),
+        ("private_key", c.private_key.is_some()),
+        ("api_url", c.api_url.is_some()),
+        ("permissions", c.permissions.is_some()),
+        ("repositories", c.repositories.is_some()),
+        ("key", c.key.is_some()),
+        ("subject", c.subject.is_some()),
+        ("audience", c.audience.is_some()),
+        ("resource", c.resource.is_some()),
     ];
     let allowed: &[&str] = match c.source.as_str() {
         "env" => &["env"],
         "file" => &["file"],
         "vault" => &["path", "refresh"],
-        "oauth_client_credentials" => &["token_url", "client_id", "client_secret", "scopes"],
+        "oauth_client_credentials" => &[
+            "token_url",
+            "client_id",
+            "client_secret",
+            "scopes",
+            "client_auth",
+        ],
+        "github_app" => &[
+            "app_id",
+            "installation_id",
+            "private_key",
+            "api_url",
+            "permissions",
+            "repositories",
+        ],
+        "google_service_account" => &["key", "scopes", "subject"],
+        "token_exchange" => &[
+            "token_url",
+            "client_id",
+            "client_secret",
+            "client_auth",
+            "audience",
+            "resource",
+            "scopes",
+        ],
         other => {
-            p.push(format!("{at}.source"), format!("unknown source `{other}` (expected env, file, vault or oauth_client_credentials)"));
+            p.push(format!("{at}.source"), format!("unknown source `{other}` (expected env, file, vault, oauth_client_credentials, github_app, google_service_account or token_exchange)"));
             return None;
         }
     };
+    if c.requested_token_type.is_some() && c.source != "token_exchange" {
+        p.push(
+            format!("{at}.requested_token_type"),
+            format!("not used by `source: {}`", c.source),
+        );
+    }
     for (key, set) in present {
         if set && !allowed.contains(&key) {
             p.push(
@@ -155,19 +209,18 @@ fn credential(
             );
         }
     }
-    if c.client_auth.is_some() && c.source != "oauth_client_credentials" {
-        p.push(
-            format!("{at}.client_auth"),
-            format!("not used by `source: {}`", c.source),
-        );
-    }
+    let kind = c.source.clone();
     let missing = |p: &mut Problems, key: &str| {
         p.push(
             format!("{at}.{key}"),
-            format!("missing: needed by `source: {}`", c.source),
+            format!("missing: needed by `source: {kind}`"),
         )
     };
-    let source = match c.source.as_str() {
+    let refs = Refs { base, have_vault };
+    let source = match kind.as_str() {
+        "github_app" => validate_minted::github_app(p, at, &mut c, &refs)?,
+        "google_service_account" => validate_minted::google_sa(p, at, &mut c, &refs)?,
+        "token_exchange" => validate_minted::token_exchange(p, at, &mut c, &refs)?,
         "env" => {
             let Some(var) = c.env else {
                 missing(p, "env");
@@ -280,14 +333,14 @@ fn credential(
     ))
 }
 
-fn check_template(p: &mut Problems, at: &str, t: &str) {
+pub(super) fn check_template(p: &mut Problems, at: &str, t: &str) {
     let stripped = t.replace("{user}", "");
     if stripped.contains(['{', '}']) {
         p.push(at, "the only placeholder is {user}");
     }
 }
 
-fn check_url(p: &mut Problems, at: &str, u: &str) {
+pub(super) fn check_url(p: &mut Problems, at: &str, u: &str) {
     if !(u.starts_with("http://") || u.starts_with("https://"))
         || u.parse::<http::Uri>().is_err() && !u.contains("{user}")
     {
@@ -295,7 +348,7 @@ fn check_url(p: &mut Problems, at: &str, u: &str) {
     }
 }
 
-fn client_auth(p: &mut Problems, at: &str, v: Option<&str>) -> ClientAuth {
+pub(super) fn client_auth(p: &mut Problems, at: &str, v: Option<&str>) -> ClientAuth {
     match v {
         None | Some("basic") => ClientAuth::Basic,
         Some("body") => ClientAuth::Body,

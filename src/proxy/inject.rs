@@ -1,7 +1,8 @@
 //! The inject phase: place sidekey's token on the upstream request.
 //!
-//! This is the only place a token is exposed, and it goes straight into a header
-//! value marked sensitive (so HPACK never indexes it) or into the query string.
+//! This is the only place a bearer token is exposed, and it goes straight into a header
+//! value marked sensitive (so HPACK never indexes it) or into the query string. AWS
+//! keys are not sent at all: `sigv4.rs` signs the final request with them.
 
 use base64::Engine;
 use http::HeaderValue;
@@ -68,6 +69,8 @@ pub fn apply(
             headers.insert(AUTHORIZATION, v);
             Ok(query.map(str::to_string))
         }
+        // Signed once the upstream request is final (`sigv4.rs`).
+        Inject::AwsSigV4(_) => Ok(query.map(str::to_string)),
         Inject::Query { param } => {
             let mut out: Vec<String> = query
                 .unwrap_or("")

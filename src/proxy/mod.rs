@@ -16,6 +16,7 @@ pub mod listener;
 mod phases;
 mod replay;
 pub mod scrub;
+mod sigv4;
 pub mod target;
 mod upgrade;
 

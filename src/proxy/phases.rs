@@ -14,9 +14,9 @@ use super::exchange::{AuditedBody, CountingBody, Exchange};
 use super::forward::UpstreamBody;
 use super::scrub::{ScrubBody, Secrets};
 use super::target::Target;
-use super::{ConnInfo, Runtime, Shared, connect, headers, inject, replay, target};
+use super::{ConnInfo, Runtime, Shared, connect, headers, inject, replay, sigv4, target};
 use crate::config::{Action, CredentialSpec, DefaultAction, RouteSpec};
-use crate::credentials::{CredError, Token, template};
+use crate::credentials::{CredError, Subject, Token, template};
 use crate::error::ProxyError;
 use crate::identity::Identity;
 use crate::policy::MatchInput;
@@ -180,6 +180,12 @@ async fn process(
     parts.uri = upstream_uri(&target, query.as_deref())?;
     parts.version = http::Version::HTTP_11;
     if upgrade {
+        sigv4::sign_for(
+            route.as_deref(),
+            token.as_deref(),
+            &mut parts,
+            sigv4::Payload::Unsigned,
+        )?;
         let resp = super::upgrade::forward(shared, rt, conn, ex, parts, body).await?;
         // Asking for an upgrade must not dodge response hygiene: a refused handshake is
         // an ordinary response. (Frames of an accepted WebSocket are not scanned.)
@@ -197,13 +203,15 @@ async fn process(
     }
     // forward: an assistant call whose body is small enough is buffered, so that an
     // upstream 401 can be answered by one refresh and one retry.
-    let replay = action == Action::Assistant && token.is_some();
+    // A SigV4 request's body is buffered too when small, so that its hash is signed.
+    let replay = token.is_some() && (action == Action::Assistant || sigv4::signs(route.as_deref()));
     let started = Instant::now();
     let sent = async {
     Ok::<_, ProxyError>(match replay::outgoing(&parts, body, rt.config.limits.replay_body_bytes, replay)
         .await?
     {
         replay::Outgoing::Stream(body) => {
+            sigv4::sign_for(route.as_deref(), token.as_deref(), &mut parts, sigv4::Payload::Unsigned)?;
             let body = CountingBody::new(body, ex.bytes_in.clone())
                 .map_err(Into::into)
                 .boxed_unsync();
@@ -212,20 +220,29 @@ async fn process(
         replay::Outgoing::Buffered(bytes) => {
             ex.bytes_in
                 .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            sigv4::sign_for(route.as_deref(), token.as_deref(), &mut parts, sigv4::Payload::Bytes(&bytes))?;
             let first = rt
                 .upstream
                 .send(replay::request(&parts, bytes.clone()))
                 .await?;
             match (&route, &token) {
-                (Some(r), Some(rejected)) if first.status() == StatusCode::UNAUTHORIZED => {
+                (Some(r), Some(rejected))
+                    if first.status() == StatusCode::UNAUTHORIZED
+                        && action == Action::Assistant =>
+                {
                     drop(first);
-                    let user = identity.as_ref().map(|i| &*i.user);
-                    let fresh = refreshed(shared, r, user, rejected).await?;
+                    let fresh = refreshed(shared, r, identity.as_ref(), rejected).await?;
                     tracing::info!(route = %r.name, "upstream refused the credential; retrying once with a refreshed one");
                     let (q, s) =
                         inject::prepare(r, &fresh, &mut parts.headers, target.query.as_deref())?;
                     parts.uri = upstream_uri(&target, q.as_deref())?;
                     secrets = Some(s);
+                    sigv4::sign_for(
+                        Some(r.as_ref()),
+                        Some(fresh.as_ref()),
+                        &mut parts,
+                        sigv4::Payload::Bytes(&bytes),
+                    )?;
                     rt.upstream.send(replay::request(&parts, bytes)).await?
                 }
                 _ => first,
@@ -363,7 +380,7 @@ async fn resolve(
     let user = identity.map(|i| &*i.user);
     shared
         .credentials
-        .get(spec, user)
+        .get_for(spec, Subject::of(identity))
         .await
         .map_err(|e| cred_error(e, route, spec, user))
 }
@@ -372,9 +389,10 @@ async fn resolve(
 async fn refreshed(
     shared: &Shared,
     route: &RouteSpec,
-    user: Option<&str>,
+    identity: Option<&Identity>,
     rejected: &Token,
 ) -> Result<Arc<Token>, ProxyError> {
+    let user = identity.map(|i| &*i.user);
     let Some(spec) = &route.credential else {
         return Err(ProxyError::CredentialStoreUnavailable(
             "route has no credential".into(),
@@ -382,7 +400,7 @@ async fn refreshed(
     };
     shared
         .credentials
-        .reject(spec, user, rejected)
+        .reject_for(spec, Subject::of(identity), rejected)
         .await
         .map_err(|e| cred_error(e, route, spec, user))
 }
@@ -410,6 +428,10 @@ fn cred_error(
         CredError::Unavailable(m) | CredError::Invalid(m) => {
             ProxyError::CredentialStoreUnavailable(m)
         }
+        CredError::Refused(m) => ProxyError::Upstream(format!(
+            "the token endpoint refused to mint `{}`: {m}",
+            spec.name
+        )),
     }
 }
 
