@@ -245,9 +245,6 @@ fn mint_request(m: MintRequest) -> Result<Request<Full<Bytes>>, MintError> {
             header::USER_AGENT,
             concat!("sidekey/", env!("CARGO_PKG_VERSION")),
         );
-    for (k, v) in m.headers {
-        builder = builder.header(k, v);
-    }
     let mut in_form: Vec<(&'static str, SecretString)> = Vec::new();
     match m.auth {
         MintAuth::None => {}
@@ -278,10 +275,20 @@ fn mint_request(m: MintRequest) -> Result<Request<Full<Bytes>>, MintError> {
         }
         MintBody::Json(j) => ("application/json", j.to_string()),
     };
-    builder
+    let mut req = builder
         .header(header::CONTENT_TYPE, content_type)
         .body(Full::new(Bytes::from(body)))
-        .map_err(|_| MintError::Refused("the token endpoint URL is not valid".into()))
+        .map_err(|_| MintError::Refused("the token endpoint URL is not valid".into()))?;
+    // A source's own headers replace the defaults (GitHub's media type for `Accept`).
+    for (k, v) in m.headers {
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            req.headers_mut().insert(k, v);
+        }
+    }
+    Ok(req)
 }
 
 fn encode(s: &str) -> String {

@@ -42,6 +42,26 @@ const SIGNING_HEADERS: [&str; 4] = [
     "x-amz-security-token",
 ];
 
+/// Forwarded but never signed: headers a proxy or tracer on the way may change or
+/// drop (the set botocore leaves out), so that a signature survives them.
+const UNSIGNED_HEADERS: [&str; 15] = [
+    "authorization",
+    "baggage",
+    "connection",
+    "expect",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "traceparent",
+    "tracestate",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "x-amzn-trace-id",
+];
+
 /// Whether `route` signs its requests with SigV4.
 pub fn signs(route: Option<&RouteSpec>) -> bool {
     route.is_some_and(|r| matches!(r.effective_inject(), Inject::AwsSigV4(_)))
@@ -114,6 +134,7 @@ pub fn sign_at(
     .into();
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    settings.excluded_headers = Some(UNSIGNED_HEADERS.iter().map(|h| (*h).into()).collect());
     let params: SigningParams<'_> = v4::SigningParams::builder()
         .identity(&identity)
         .region(&sig.region)
@@ -147,8 +168,8 @@ pub fn sign_at(
         let mut value =
             HeaderValue::from_str(h.value()).map_err(|_| failed("signer produced a bad value"))?;
         // Never indexed by HPACK: the signature and the session token.
-        value
-            .set_sensitive(h.sensitive() || name != "x-amz-date" && name != "x-amz-content-sha256");
+        let plain = name == "x-amz-date" || name == "x-amz-content-sha256";
+        value.set_sensitive(h.sensitive() || !plain);
         parts.headers.insert(name, value);
     }
     Ok(())

@@ -5,7 +5,8 @@
 //! * Areas: `spine` (policy, injection, audit, streaming, lifecycle), `https`
 //!   (interception with real clients), `vault` (OpenBao-backed credentials), `jwt`
 //!   (verified identity), `ops` (metrics, reload, drain), `hardening` (egress, protocol,
-//!   leaks, regressions), `check_cli`, `config_files`, `deploy_manifests`.
+//!   leaks, regressions), `minted` (GitHub App, Google service account, token
+//!   exchange, SigV4), `check_cli`, `config_files`, `deploy_manifests`.
 //!
 //! Run one area with `cargo test --test it spine::`.
 
@@ -20,6 +21,7 @@ mod deploy_manifests;
 mod hardening;
 mod https;
 mod jwt;
+mod minted;
 mod ops;
 mod spine;
 mod vault;
