@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::raw::{RawCredential, RawSecretRef, RawVault};
 use super::validate::{Problems, parse_inject, resolve_path};
 use super::{
-    ClientAuth, CredentialSpec, OAuthClient, SecretRef, SourceSpec, VaultAuth, VaultConfig,
-    validate_minted,
+    ClientAuth, CredentialSpec, OAuthClient, SecretRef, SourceKind, SourceSpec, VaultAuth,
+    VaultConfig, Word, validate_minted,
 };
 
 /// What resolving a secret reference needs: the config's folder, and whether Vault is there.
@@ -21,6 +21,42 @@ pub(super) struct Refs<'a> {
 impl Refs<'_> {
     pub fn secret(&self, p: &mut Problems, at: &str, r: &RawSecretRef) -> SecretRef {
         secret_ref(p, at, r, self.base, self.have_vault)
+    }
+}
+
+/// The source-specific keys each source may carry (besides the common `inject`,
+/// `connect_url`, `cache_ttl`).
+fn source_keys(kind: SourceKind) -> &'static [&'static str] {
+    match kind {
+        SourceKind::Env => &["env"],
+        SourceKind::File => &["file"],
+        SourceKind::Vault => &["path", "refresh"],
+        SourceKind::OAuthClientCredentials => &[
+            "token_url",
+            "client_id",
+            "client_secret",
+            "scopes",
+            "client_auth",
+        ],
+        SourceKind::GithubApp => &[
+            "app_id",
+            "installation_id",
+            "private_key",
+            "api_url",
+            "permissions",
+            "repositories",
+        ],
+        SourceKind::GoogleServiceAccount => &["key", "scopes", "subject"],
+        SourceKind::TokenExchange => &[
+            "token_url",
+            "client_id",
+            "client_secret",
+            "client_auth",
+            "audience",
+            "resource",
+            "scopes",
+            "requested_token_type",
+        ],
     }
 }
 
@@ -138,8 +174,8 @@ fn credential(
     base: &Path,
     have_vault: bool,
 ) -> Option<CredentialSpec> {
-    // Keys each source may carry besides the common ones (inject, connect_url, cache_ttl).
-    let present: [(&str, bool); 20] = [
+    let kind = p.word(&format!("{at}.source"), &c.source)?;
+    let present: [(&str, bool); 21] = [
         ("env", c.env.is_some()),
         ("file", c.file.is_some()),
         ("path", c.path.is_some()),
@@ -160,56 +196,17 @@ fn credential(
         ("subject", c.subject.is_some()),
         ("audience", c.audience.is_some()),
         ("resource", c.resource.is_some()),
+        ("requested_token_type", c.requested_token_type.is_some()),
     ];
-    let allowed: &[&str] = match c.source.as_str() {
-        "env" => &["env"],
-        "file" => &["file"],
-        "vault" => &["path", "refresh"],
-        "oauth_client_credentials" => &[
-            "token_url",
-            "client_id",
-            "client_secret",
-            "scopes",
-            "client_auth",
-        ],
-        "github_app" => &[
-            "app_id",
-            "installation_id",
-            "private_key",
-            "api_url",
-            "permissions",
-            "repositories",
-        ],
-        "google_service_account" => &["key", "scopes", "subject"],
-        "token_exchange" => &[
-            "token_url",
-            "client_id",
-            "client_secret",
-            "client_auth",
-            "audience",
-            "resource",
-            "scopes",
-        ],
-        other => {
-            p.push(format!("{at}.source"), format!("unknown source `{other}` (expected env, file, vault, oauth_client_credentials, github_app, google_service_account or token_exchange)"));
-            return None;
-        }
-    };
-    if c.requested_token_type.is_some() && c.source != "token_exchange" {
-        p.push(
-            format!("{at}.requested_token_type"),
-            format!("not used by `source: {}`", c.source),
-        );
-    }
+    let allowed = source_keys(kind);
     for (key, set) in present {
         if set && !allowed.contains(&key) {
             p.push(
                 format!("{at}.{key}"),
-                format!("not used by `source: {}`", c.source),
+                format!("not used by `source: {kind}`"),
             );
         }
     }
-    let kind = c.source.clone();
     let missing = |p: &mut Problems, key: &str| {
         p.push(
             format!("{at}.{key}"),
@@ -217,11 +214,11 @@ fn credential(
         )
     };
     let refs = Refs { base, have_vault };
-    let source = match kind.as_str() {
-        "github_app" => validate_minted::github_app(p, at, &mut c, &refs)?,
-        "google_service_account" => validate_minted::google_sa(p, at, &mut c, &refs)?,
-        "token_exchange" => validate_minted::token_exchange(p, at, &mut c, &refs)?,
-        "env" => {
+    let source = match kind {
+        SourceKind::GithubApp => validate_minted::github_app(p, at, &mut c, &refs)?,
+        SourceKind::GoogleServiceAccount => validate_minted::google_sa(p, at, &mut c, &refs)?,
+        SourceKind::TokenExchange => validate_minted::token_exchange(p, at, &mut c, &refs)?,
+        SourceKind::Env => {
             let Some(var) = c.env else {
                 missing(p, "env");
                 return None;
@@ -234,7 +231,7 @@ fn credential(
             }
             SourceSpec::Env { var }
         }
-        "file" => {
+        SourceKind::File => {
             let Some(f) = c.file else {
                 missing(p, "file");
                 return None;
@@ -243,7 +240,7 @@ fn credential(
                 template: resolve_path(base, &f),
             }
         }
-        "vault" => {
+        SourceKind::Vault => {
             if !have_vault {
                 p.push(
                     format!("{at}.source"),
@@ -277,7 +274,7 @@ fn credential(
                 client_auth: client_auth(
                     p,
                     &format!("{at}.refresh.client_auth"),
-                    r.client_auth.as_deref(),
+                    r.client_auth.as_ref(),
                 ),
             });
             if let Some(r) = &refresh {
@@ -285,7 +282,7 @@ fn credential(
             }
             SourceSpec::Vault { path, refresh }
         }
-        _ => {
+        SourceKind::OAuthClientCredentials => {
             let Some(token_url) = c.token_url else {
                 missing(p, "token_url");
                 return None;
@@ -308,7 +305,7 @@ fn credential(
                 client_id,
                 client_secret,
                 scopes: c.scopes.unwrap_or_default(),
-                client_auth: client_auth(p, &format!("{at}.client_auth"), c.client_auth.as_deref()),
+                client_auth: client_auth(p, &format!("{at}.client_auth"), c.client_auth.as_ref()),
             })
         }
     };
@@ -348,18 +345,8 @@ pub(super) fn check_url(p: &mut Problems, at: &str, u: &str) {
     }
 }
 
-pub(super) fn client_auth(p: &mut Problems, at: &str, v: Option<&str>) -> ClientAuth {
-    match v {
-        None | Some("basic") => ClientAuth::Basic,
-        Some("body") => ClientAuth::Body,
-        Some(other) => {
-            p.push(
-                at,
-                format!("unknown client_auth `{other}` (expected basic or body)"),
-            );
-            ClientAuth::Basic
-        }
-    }
+pub(super) fn client_auth(p: &mut Problems, at: &str, v: Option<&Word<ClientAuth>>) -> ClientAuth {
+    v.and_then(|w| p.word(at, w)).unwrap_or(ClientAuth::Basic)
 }
 
 fn secret_ref(

@@ -170,7 +170,7 @@ pub(super) fn token_exchange(
         token_url,
         client_id,
         client_secret,
-        client_auth: client_auth(p, &format!("{at}.client_auth"), c.client_auth.as_deref()),
+        client_auth: client_auth(p, &format!("{at}.client_auth"), c.client_auth.as_ref()),
         audience: non_empty(p, "audience", c.audience.take()),
         resource: non_empty(p, "resource", c.resource.take()),
         scopes: c.scopes.take().unwrap_or_default(),
