@@ -21,6 +21,7 @@ mod flights;
 mod github_app;
 mod google_sa;
 mod key;
+mod mint_http;
 mod oauth;
 mod refresh;
 mod secret_ref;

@@ -1,6 +1,6 @@
 //! The OAuth 2.0 token endpoint client (RFC 6749): the `refresh_token` grant for
-//! `refresh:` and the `client_credentials` grant for `source: oauth_client_credentials`,
-//! and the same client posting the minted sources' requests ([`MintEndpoint`]).
+//! `refresh:` and the `client_credentials` grant for `source: oauth_client_credentials`.
+//! The same client posts the minted sources' requests (`mint_http.rs`).
 //!
 //! HTTP goes through the hyper-util legacy client with rustls, verified against the
 //! same roots as upstreams (`tls.upstream_roots`). The client authenticates with HTTP
@@ -22,10 +22,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::Token;
-use super::backend::{
-    ClientCreds, Grant, MintAuth, MintBody, MintEndpoint, MintError, MintRequest, OAuthError,
-    SecretMap, TokenEndpoint,
-};
+use super::backend::{ClientCreds, Grant, OAuthError, TokenEndpoint};
 use super::token::non_empty_str;
 use crate::config::{ClientAuth, OAuthClient, Roots};
 
@@ -94,7 +91,7 @@ impl HttpTokenEndpoint {
     }
 
     /// Send one request and read the whole (bounded) answer, within [`REQUEST_TIMEOUT`].
-    async fn round_trip(
+    pub(super) async fn round_trip(
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<(http::StatusCode, Bytes), OAuthError> {
@@ -117,46 +114,6 @@ impl HttpTokenEndpoint {
         })
         .await
         .map_err(|_| OAuthError::Unavailable("token endpoint timed out".into()))?
-    }
-
-    async fn mint(&self, m: MintRequest) -> Result<SecretMap, MintError> {
-        let req = mint_request(m)?;
-        let (status, body) = self.round_trip(req).await.map_err(|e| match e {
-            OAuthError::Unavailable(m) => MintError::Unavailable(m),
-            other => MintError::Unavailable(other.to_string()),
-        })?;
-        let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-        if status.is_success() {
-            return match json {
-                Some(serde_json::Value::Object(map)) => Ok(map),
-                _ => Err(MintError::Refused(format!(
-                    "{status} with a body that is not a JSON object"
-                ))),
-            };
-        }
-        // Only the status and an RFC 6749 error code are ever quoted.
-        let code = json
-            .as_ref()
-            .and_then(|j| j.get("error"))
-            .and_then(|e| e.as_str())
-            .map(error_code)
-            .map(|c| format!(" {c}"))
-            .unwrap_or_default();
-        match status.as_u16() {
-            408 | 429 => Err(MintError::Unavailable(format!(
-                "token endpoint answered {status}"
-            ))),
-            400..=499 => Err(MintError::Refused(format!("{status}{code}"))),
-            _ => Err(MintError::Unavailable(format!(
-                "token endpoint answered {status}"
-            ))),
-        }
-    }
-}
-
-impl MintEndpoint for HttpTokenEndpoint {
-    fn post(&self, req: MintRequest) -> BoxFuture<'_, Result<SecretMap, MintError>> {
-        Box::pin(self.mint(req))
     }
 }
 
@@ -213,7 +170,7 @@ fn build_request(
 }
 
 /// `client_secret_basic` (RFC 6749 2.3.1): form-encoded id and secret, base64.
-fn basic_header(creds: &ClientCreds) -> Option<HeaderValue> {
+pub(super) fn basic_header(creds: &ClientCreds) -> Option<HeaderValue> {
     let pair = format!(
         "{}:{}",
         encode(creds.id.expose_secret()),
@@ -229,66 +186,11 @@ fn basic_header(creds: &ClientCreds) -> Option<HeaderValue> {
     Some(v)
 }
 
-fn form_body<'a>(form: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+pub(super) fn form_body<'a>(form: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     form.into_iter()
         .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-/// The HTTP request for a [`MintRequest`].
-fn mint_request(m: MintRequest) -> Result<Request<Full<Bytes>>, MintError> {
-    let bad_header = || MintError::Refused("credentials are not a valid header value".into());
-    let mut builder = Request::post(&m.url)
-        .header(header::ACCEPT, "application/json")
-        .header(
-            header::USER_AGENT,
-            concat!("sidekey/", env!("CARGO_PKG_VERSION")),
-        );
-    let mut in_form: Vec<(&'static str, SecretString)> = Vec::new();
-    match m.auth {
-        MintAuth::None => {}
-        MintAuth::Bearer(t) => {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose_secret()))
-                .map_err(|_| bad_header())?;
-            v.set_sensitive(true);
-            builder = builder.header(header::AUTHORIZATION, v);
-        }
-        MintAuth::Client(creds, ClientAuth::Basic) => {
-            builder = builder.header(
-                header::AUTHORIZATION,
-                basic_header(&creds).ok_or_else(bad_header)?,
-            );
-        }
-        MintAuth::Client(creds, ClientAuth::Body) => {
-            in_form.push(("client_id", creds.id));
-            in_form.extend(creds.secret.map(|s| ("client_secret", s)));
-        }
-    }
-    let (content_type, body) = match m.body {
-        MintBody::Form(mut f) => {
-            f.extend(in_form);
-            (
-                "application/x-www-form-urlencoded",
-                form_body(f.iter().map(|(k, v)| (*k, v.expose_secret()))),
-            )
-        }
-        MintBody::Json(j) => ("application/json", j.to_string()),
-    };
-    let mut req = builder
-        .header(header::CONTENT_TYPE, content_type)
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|_| MintError::Refused("the token endpoint URL is not valid".into()))?;
-    // A source's own headers replace the defaults (GitHub's media type for `Accept`).
-    for (k, v) in m.headers {
-        if let (Ok(k), Ok(v)) = (
-            header::HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            req.headers_mut().insert(k, v);
-        }
-    }
-    Ok(req)
 }
 
 fn encode(s: &str) -> String {
@@ -296,7 +198,7 @@ fn encode(s: &str) -> String {
 }
 
 /// An RFC 6749 error code as safe log text: its allowed characters only, bounded.
-fn error_code(s: &str) -> String {
+pub(super) fn error_code(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
         .take(40)
