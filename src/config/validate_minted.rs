@@ -204,7 +204,7 @@ pub(super) fn sigv4(p: &mut Problems, at: &str, raw: &RawSigV4) -> Option<Inject
 }
 
 /// Cross-checks: a token exchange needs verified JWT identities, and SigV4 signs with
-/// an access-key map, which only `file` and `vault` secrets hold.
+/// an access-key map, which only `env`, `file` and `vault` secrets hold.
 pub(super) fn cross_check(
     p: &mut Problems,
     identity: &IdentityMode,
@@ -225,7 +225,7 @@ pub(super) fn cross_check(
         if matches!(c.inject, Some(Inject::AwsSigV4(_))) && !map_source(c) {
             p.push(
                 format!("credentials.{name}.inject.aws_sigv4"),
-                format!("signs with an access-key map, which `source: {}` cannot hold (use file or vault)", c.source_name()),
+                format!("signs with an access-key map, which `source: {}` cannot hold (use env, file or vault)", c.source_name()),
             );
         }
     }
@@ -235,7 +235,7 @@ pub(super) fn cross_check(
         {
             p.push(
                 format!("routes[{i}].inject.aws_sigv4"),
-                format!("credential \"{}\" (`source: {}`) cannot hold an access-key map (use file or vault)", c.name, c.source_name()),
+                format!("credential \"{}\" (`source: {}`) cannot hold an access-key map (use env, file or vault)", c.name, c.source_name()),
             );
         }
     }

@@ -27,7 +27,9 @@ pub async fn fetch(template_path: &Path, user: Option<&str>) -> Result<Token, Cr
     parse(&content)
 }
 
-fn parse(content: &str) -> Result<Token, CredError> {
+/// A secret's text: a JSON secret map (token or AWS key map) or, else, the token
+/// itself, trimmed (also used for `source: env` values).
+pub(super) fn parse(content: &str) -> Result<Token, CredError> {
     let trimmed = content.trim();
     if trimmed.starts_with('{')
         && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(trimmed)

@@ -44,7 +44,7 @@ routes:
   gh2: {source: github_app, app_id: 1, installation_id: 2, private_key: {file: missing.pem}}
   sa: {source: google_service_account, key: {file: sa.json}, subject: \"{user}{uid}\"}
   sa2: {source: google_service_account, key: {file: sa.json}, scopes: [x], token_url: \"https://x\"}
-  bot: {source: env, env: BOT, inject: {aws_sigv4: {region: us-east-1, service: bedrock}}}
+  bot: {source: oauth_client_credentials, token_url: \"https://t.test/token\", client_id: {env: ID}, client_secret: {env: SECRET}, inject: {aws_sigv4: {region: us-east-1, service: bedrock}}}
   key: {source: file, file: k.json, inject: {aws_sigv4: {region: \"US East\", service: bedrock}}}
 routes: []
 ";
