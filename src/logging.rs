@@ -8,9 +8,10 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init() {
     let filter = EnvFilter::try_from_env("SIDEKEY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // The Vault client's own tracing reports errors that may quote Vault responses;
-    // sidekey logs Vault outcomes itself, so those targets stay silent whatever the filter.
-    let filter = ["vaultrs=off", "rustify=off"]
+    // The Vault client's own tracing reports errors that may quote Vault responses, and
+    // the SigV4 signer traces the request it signs; sidekey logs those outcomes itself,
+    // so these targets stay silent whatever the filter.
+    let filter = ["vaultrs=off", "rustify=off", "aws_sigv4=off"]
         .iter()
         .filter_map(|d| d.parse().ok())
         .fold(filter, |f, d| f.add_directive(d));

@@ -6,12 +6,14 @@
 //! duration and address parsed, every path is absolute. Nothing later re-checks it.
 
 mod duration;
+mod minted;
 mod names;
 pub mod raw;
 mod validate;
 mod validate_credentials;
 mod validate_identity;
 mod validate_mcp;
+mod validate_minted;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -24,6 +26,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use duration::parse_duration;
+pub use minted::{GITHUB_API, GithubApp, GoogleServiceAccount, SigV4, TokenExchange};
 pub use names::{
     Action, ClientAuth, DefaultAction, InjectForm, PinWord, SourceKind, ToolAction, ToolDefault,
     UnknownName, Word,
@@ -202,12 +205,19 @@ impl CredentialSpec {
         }
     }
 
-    /// Whether the credential is looked up per end user (`{user}` in its template).
+    /// Whether the credential is looked up per end user (`{user}` in its template or
+    /// subject; a token exchange always acts for the request's user).
     pub fn per_user(&self) -> bool {
         match &self.source {
             SourceSpec::File { template } => template.to_string_lossy().contains("{user}"),
             SourceSpec::Vault { path, .. } => path.contains("{user}"),
-            SourceSpec::Env { .. } | SourceSpec::ClientCredentials(_) => false,
+            SourceSpec::GoogleServiceAccount(g) => {
+                g.subject.as_deref().is_some_and(|s| s.contains("{user}"))
+            }
+            SourceSpec::TokenExchange(_) => true,
+            SourceSpec::Env { .. }
+            | SourceSpec::ClientCredentials(_)
+            | SourceSpec::GithubApp(_) => false,
         }
     }
 
@@ -230,6 +240,9 @@ pub enum SourceSpec {
         refresh: Option<OAuthClient>,
     },
     ClientCredentials(OAuthClient),
+    GithubApp(GithubApp),
+    GoogleServiceAccount(GoogleServiceAccount),
+    TokenExchange(TokenExchange),
 }
 
 impl SourceSpec {
@@ -239,6 +252,9 @@ impl SourceSpec {
             SourceSpec::File { .. } => SourceKind::File,
             SourceSpec::Vault { .. } => SourceKind::Vault,
             SourceSpec::ClientCredentials(_) => SourceKind::OAuthClientCredentials,
+            SourceSpec::GithubApp(_) => SourceKind::GithubApp,
+            SourceSpec::GoogleServiceAccount(_) => SourceKind::GoogleServiceAccount,
+            SourceSpec::TokenExchange(_) => SourceKind::TokenExchange,
         }
     }
 }
@@ -266,6 +282,8 @@ pub enum Inject {
     Basic { username: Option<String> },
     /// A query parameter, replacing any the client sent.
     Query { param: String },
+    /// AWS Signature Version 4 from an access-key map (`Authorization` and `X-Amz-*`).
+    AwsSigV4(SigV4),
 }
 
 impl Inject {
@@ -282,6 +300,7 @@ impl Inject {
             Inject::Header { .. } => InjectForm::Header,
             Inject::Basic { .. } => InjectForm::Basic,
             Inject::Query { .. } => InjectForm::Query,
+            Inject::AwsSigV4(_) => InjectForm::AwsSigV4,
         }
     }
 
@@ -291,7 +310,7 @@ impl Inject {
         static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
         match self {
             Inject::Header { name, .. } => Some(name),
-            Inject::Basic { .. } => Some(&AUTHORIZATION),
+            Inject::Basic { .. } | Inject::AwsSigV4(_) => Some(&AUTHORIZATION),
             Inject::Query { .. } => None,
         }
     }
@@ -309,6 +328,11 @@ impl fmt::Display for Inject {
             Inject::Basic { username: Some(u) } => write!(f, "authorization: Basic {u}:<token>"),
             Inject::Basic { username: None } => write!(f, "authorization: Basic <token>:"),
             Inject::Query { param } => write!(f, "?{param}=<token>"),
+            Inject::AwsSigV4(s) => write!(
+                f,
+                "aws_sigv4 {}/{} (authorization, x-amz-*)",
+                s.region, s.service
+            ),
         }
     }
 }

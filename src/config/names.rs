@@ -141,6 +141,12 @@ keyword! {
         File = "file",
         Vault = "vault",
         OAuthClientCredentials = "oauth_client_credentials",
+        /// Minted: GitHub App installation tokens.
+        GithubApp = "github_app",
+        /// Minted: a Google service account's JWT-bearer grant.
+        GoogleServiceAccount = "google_service_account",
+        /// Minted: RFC 8693 exchange of the identity JWT.
+        TokenExchange = "token_exchange",
     }
 }
 
@@ -153,6 +159,8 @@ keyword! {
         Basic = "basic",
         /// `inject: {query: PARAM}`
         Query = "query",
+        /// `inject: {aws_sigv4: {region, service}}`
+        AwsSigV4 = "aws_sigv4",
     }
 }
 

@@ -124,6 +124,18 @@ pub struct RawCredential {
     pub connect_url: Option<String>,
     pub inject: Option<RawInject>,
     pub cache_ttl: Option<String>,
+    // Minted sources (github_app, google_service_account, token_exchange).
+    pub app_id: Option<u64>,
+    pub installation_id: Option<u64>,
+    pub private_key: Option<RawSecretRef>,
+    pub api_url: Option<String>,
+    pub permissions: Option<serde_json::Map<String, serde_json::Value>>,
+    pub repositories: Option<Vec<String>>,
+    pub key: Option<RawSecretRef>,
+    pub subject: Option<String>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    pub requested_token_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +154,14 @@ pub struct RawInject {
     pub format: Option<String>,
     pub basic: Option<RawBasic>,
     pub query: Option<String>,
+    pub aws_sigv4: Option<RawSigV4>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigV4 {
+    pub region: String,
+    pub service: String,
 }
 
 #[derive(Debug, Deserialize)]

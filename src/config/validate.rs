@@ -12,7 +12,7 @@ use super::raw::{RawConfig, RawGateway, RawInject, RawRoots, RawRoute, RawTls};
 use super::{
     Action, Allow, Config, ConfigError, CredentialSpec, DefaultAction, Gateway, Inject, InjectForm,
     Limits, Roots, RouteSpec, Timeouts, TlsConfig, Word, parse_duration, validate_credentials,
-    validate_identity,
+    validate_identity, validate_minted,
 };
 use crate::policy::{HostPattern, PathGlob, RouteMatch};
 
@@ -100,6 +100,7 @@ pub(super) fn validate(
         validate_credentials::credentials(&mut p, raw.credentials, base, vault.is_some());
     let routes = routes(&mut p, raw.routes, &credentials, base);
     validate_identity::allow_lists(&mut p, &routes);
+    validate_minted::cross_check(&mut p, &identity.mode, &credentials, &routes);
 
     let t = raw.timeouts;
     let t = t.as_ref();
@@ -474,8 +475,8 @@ fn credential_ref(
         return None;
     };
     match (action, spec.per_user()) {
-        (Action::Assistant, false) => p.push(format!("{at}.credential"), format!("credential \"{name}\" is not per-user (its path has no {{user}}); an assistant route needs one")),
-        (Action::Claw, true) => p.push(format!("{at}.credential"), format!("credential \"{name}\" is per-user ({{user}} in its path); a claw route needs a fixed one")),
+        (Action::Assistant, false) => p.push(format!("{at}.credential"), format!("credential \"{name}\" is not per-user (no {{user}} in its path or subject); an assistant route needs one")),
+        (Action::Claw, true) => p.push(format!("{at}.credential"), format!("credential \"{name}\" is per-user ({{user}} in its path or subject, or a token exchange); a claw route needs a fixed one")),
         _ => {}
     }
     Some(spec.clone())
@@ -539,6 +540,7 @@ pub(super) fn parse_inject(p: &mut Problems, at: &str, raw: &RawInject) -> Optio
         raw.header.is_some(),
         raw.basic.is_some(),
         raw.query.is_some(),
+        raw.aws_sigv4.is_some(),
     ];
     if forms.iter().filter(|f| **f).count() != 1 {
         let names: Vec<String> = InjectForm::ALL.iter().map(|f| format!("`{f}`")).collect();
@@ -548,6 +550,9 @@ pub(super) fn parse_inject(p: &mut Problems, at: &str, raw: &RawInject) -> Optio
             format!("needs exactly one of {}", super::names::one_of(&names)),
         );
         return None;
+    }
+    if let Some(s) = &raw.aws_sigv4 {
+        return validate_minted::sigv4(p, at, s);
     }
     if raw.format.is_some() && raw.header.is_none() {
         p.push(format!("{at}.format"), "only used with `header`");

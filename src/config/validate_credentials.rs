@@ -9,8 +9,20 @@ use super::raw::{RawCredential, RawSecretRef, RawVault};
 use super::validate::{Problems, parse_inject, resolve_path};
 use super::{
     ClientAuth, CredentialSpec, OAuthClient, SecretRef, SourceKind, SourceSpec, VaultAuth,
-    VaultConfig, Word,
+    VaultConfig, Word, validate_minted,
 };
+
+/// What resolving a secret reference needs: the config's folder, and whether Vault is there.
+pub(super) struct Refs<'a> {
+    pub base: &'a Path,
+    pub have_vault: bool,
+}
+
+impl Refs<'_> {
+    pub fn secret(&self, p: &mut Problems, at: &str, r: &RawSecretRef) -> SecretRef {
+        secret_ref(p, at, r, self.base, self.have_vault)
+    }
+}
 
 /// The source-specific keys each source may carry (besides the common `inject`,
 /// `connect_url`, `cache_ttl`).
@@ -25,6 +37,25 @@ fn source_keys(kind: SourceKind) -> &'static [&'static str] {
             "client_secret",
             "scopes",
             "client_auth",
+        ],
+        SourceKind::GithubApp => &[
+            "app_id",
+            "installation_id",
+            "private_key",
+            "api_url",
+            "permissions",
+            "repositories",
+        ],
+        SourceKind::GoogleServiceAccount => &["key", "scopes", "subject"],
+        SourceKind::TokenExchange => &[
+            "token_url",
+            "client_id",
+            "client_secret",
+            "client_auth",
+            "audience",
+            "resource",
+            "scopes",
+            "requested_token_type",
         ],
     }
 }
@@ -139,12 +170,12 @@ fn credential(
     p: &mut Problems,
     at: &str,
     name: &str,
-    c: RawCredential,
+    mut c: RawCredential,
     base: &Path,
     have_vault: bool,
 ) -> Option<CredentialSpec> {
     let kind = p.word(&format!("{at}.source"), &c.source)?;
-    let present: [(&str, bool); 10] = [
+    let present: [(&str, bool); 21] = [
         ("env", c.env.is_some()),
         ("file", c.file.is_some()),
         ("path", c.path.is_some()),
@@ -155,6 +186,17 @@ fn credential(
         ("scopes", c.scopes.is_some()),
         ("refresh", c.refresh.is_some()),
         ("client_auth", c.client_auth.is_some()),
+        ("app_id", c.app_id.is_some()),
+        ("installation_id", c.installation_id.is_some()),
+        ("private_key", c.private_key.is_some()),
+        ("api_url", c.api_url.is_some()),
+        ("permissions", c.permissions.is_some()),
+        ("repositories", c.repositories.is_some()),
+        ("key", c.key.is_some()),
+        ("subject", c.subject.is_some()),
+        ("audience", c.audience.is_some()),
+        ("resource", c.resource.is_some()),
+        ("requested_token_type", c.requested_token_type.is_some()),
     ];
     let allowed = source_keys(kind);
     for (key, set) in present {
@@ -171,7 +213,11 @@ fn credential(
             format!("missing: needed by `source: {kind}`"),
         )
     };
+    let refs = Refs { base, have_vault };
     let source = match kind {
+        SourceKind::GithubApp => validate_minted::github_app(p, at, &mut c, &refs)?,
+        SourceKind::GoogleServiceAccount => validate_minted::google_sa(p, at, &mut c, &refs)?,
+        SourceKind::TokenExchange => validate_minted::token_exchange(p, at, &mut c, &refs)?,
         SourceKind::Env => {
             let Some(var) = c.env else {
                 missing(p, "env");
@@ -284,14 +330,14 @@ fn credential(
     ))
 }
 
-fn check_template(p: &mut Problems, at: &str, t: &str) {
+pub(super) fn check_template(p: &mut Problems, at: &str, t: &str) {
     let stripped = t.replace("{user}", "");
     if stripped.contains(['{', '}']) {
         p.push(at, "the only placeholder is {user}");
     }
 }
 
-fn check_url(p: &mut Problems, at: &str, u: &str) {
+pub(super) fn check_url(p: &mut Problems, at: &str, u: &str) {
     if !(u.starts_with("http://") || u.starts_with("https://"))
         || u.parse::<http::Uri>().is_err() && !u.contains("{user}")
     {
@@ -299,7 +345,7 @@ fn check_url(p: &mut Problems, at: &str, u: &str) {
     }
 }
 
-fn client_auth(p: &mut Problems, at: &str, v: Option<&Word<ClientAuth>>) -> ClientAuth {
+pub(super) fn client_auth(p: &mut Problems, at: &str, v: Option<&Word<ClientAuth>>) -> ClientAuth {
     v.and_then(|w| p.word(at, w)).unwrap_or(ClientAuth::Basic)
 }
 

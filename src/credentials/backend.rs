@@ -1,7 +1,9 @@
-//! The two outside services the credential store talks to, as traits: a KV v2 secret
-//! store ([`Kv`]: Vault or OpenBao, see `vault.rs`) and an OAuth 2.0 token endpoint
-//! ([`TokenEndpoint`], see `oauth.rs`). The store and the refresh logic only see these
-//! traits, so unit tests run them against in-memory fakes under a paused clock.
+//! The outside services the credential store talks to, as traits: a KV v2 secret
+//! store ([`Kv`]: Vault or OpenBao, see `vault.rs`), an OAuth 2.0 token endpoint
+//! ([`TokenEndpoint`], see `oauth.rs`) and an endpoint that mints a token from a signed
+//! assertion or an exchanged token ([`MintEndpoint`], same client; see `assertion.rs`).
+//! The store and the refresh logic only see these traits, so unit tests run them
+//! against in-memory fakes under a paused clock.
 //!
 //! Errors here are descriptions sidekey wrote itself: never a response body, never a
 //! secret value.
@@ -12,7 +14,7 @@ use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 
 use super::Token;
-use crate::config::OAuthClient;
+use crate::config::{ClientAuth, OAuthClient};
 
 /// A KV v2 secret's data map. Holds secret values: never log or `Debug` it.
 pub type SecretMap = serde_json::Map<String, serde_json::Value>;
@@ -91,4 +93,52 @@ pub trait TokenEndpoint: Send + Sync + 'static {
         creds: ClientCreds,
         grant: Grant<'a>,
     ) -> BoxFuture<'a, Result<Token, OAuthError>>;
+}
+
+/// A POST to an endpoint that mints tokens (GitHub's installation tokens, an OAuth
+/// JWT-bearer or token-exchange grant). Every value is a secret or may be one.
+pub struct MintRequest {
+    pub url: String,
+    pub auth: MintAuth,
+    pub body: MintBody,
+    /// Extra request headers (API version pins, media types).
+    pub headers: Vec<(&'static str, &'static str)>,
+}
+
+pub enum MintAuth {
+    None,
+    /// `Authorization: Bearer` (GitHub's app JWT).
+    Bearer(SecretString),
+    /// OAuth client authentication: HTTP Basic, or `client_id`/`client_secret` in the form.
+    Client(ClientCreds, ClientAuth),
+}
+
+pub enum MintBody {
+    /// `application/x-www-form-urlencoded`.
+    Form(Vec<(&'static str, SecretString)>),
+    /// `application/json`.
+    Json(serde_json::Value),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MintError {
+    /// The endpoint answered and said no (a 4xx: bad key, unknown installation, ...).
+    #[error("the token endpoint refused the request: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// An endpoint answering a [`MintRequest`] with a JSON object (the minted token).
+pub trait MintEndpoint: Send + Sync + 'static {
+    fn post(&self, req: MintRequest) -> BoxFuture<'_, Result<SecretMap, MintError>>;
+}
+
+/// The minter of a store built without one: every mint is `Unavailable`.
+pub struct NoMintEndpoint;
+
+impl MintEndpoint for NoMintEndpoint {
+    fn post(&self, _req: MintRequest) -> BoxFuture<'_, Result<SecretMap, MintError>> {
+        Box::pin(async { Err(MintError::Unavailable("no token endpoint client".into())) })
+    }
 }

@@ -1,8 +1,8 @@
 //! `source: file`: a secret in a file, optionally one file per user (`{user}`).
 //!
 //! The whole content, trailing whitespace trimmed, is the token. A file whose content
-//! is a JSON object with `access_token` is read as a secret map instead, so a file can
-//! carry `expires_at` like a Vault secret.
+//! is a JSON object with `access_token` (or an AWS `access_key_id`) is read as a secret
+//! map instead, so a file can carry `expires_at` like a Vault secret.
 
 use std::path::Path;
 
@@ -27,11 +27,13 @@ pub async fn fetch(template_path: &Path, user: Option<&str>) -> Result<Token, Cr
     parse(&content)
 }
 
-fn parse(content: &str) -> Result<Token, CredError> {
+/// A secret's text: a JSON secret map (token or AWS key map) or, else, the token
+/// itself, trimmed (also used for `source: env` values).
+pub(super) fn parse(content: &str) -> Result<Token, CredError> {
     let trimmed = content.trim();
     if trimmed.starts_with('{')
         && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(trimmed)
-        && map.contains_key("access_token")
+        && super::token::is_secret_map(&map)
     {
         return Token::from_map(&map).map_err(CredError::Invalid);
     }

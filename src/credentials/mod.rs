@@ -1,8 +1,9 @@
 //! Credentials: from a [`CredentialSpec`] and a user to a [`Token`] to inject.
 //!
 //! One file per source or service (`env`, `file`, `vault` + `vault_auth`, `oauth`,
-//! `refresh`, `secret_ref`), and this file owns the cache in front of them: moka,
-//! keyed by (credential, user), bounded in size. An entry is *fresh* until its token's
+//! `refresh`, `secret_ref`; the minted `github_app`, `google_sa` and `token_exchange`
+//! sharing `assertion`), and this file owns the cache in front of them: moka, keyed by
+//! (credential, user, and for a token exchange the identity token's hash), bounded. An entry is *fresh* until its token's
 //! `expires_at` minus [`EXPIRY_MARGIN`] (or the credential's `cache_ttl` without an
 //! expiry) and *usable* until `expires_at` minus [`STALE_LIMIT`]. A fresh entry is
 //! served as is; a stale one is looked up again, and when the store is unreachable a
@@ -12,10 +13,15 @@
 //! Freshness is measured on tokio's clock so tests can pause and advance it; moka's own
 //! (real-time) expiry only evicts entries that are no longer usable.
 
+mod assertion;
 mod backend;
 mod env;
 mod file;
 mod flights;
+mod github_app;
+mod google_sa;
+mod key;
+mod mint_http;
 mod oauth;
 mod refresh;
 mod secret_ref;
@@ -24,7 +30,10 @@ pub mod template;
 mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_minted;
 mod token;
+mod token_exchange;
 mod vault;
 mod vault_auth;
 
@@ -35,12 +44,16 @@ use moka::Expiry;
 use moka::future::Cache;
 use tokio::time::Instant;
 
-pub use backend::{Kv, TokenEndpoint};
-pub use token::{Token, format_expiry, parse_expiry};
+pub use assertion::check_rsa_pem;
+pub use backend::{Kv, MintEndpoint, TokenEndpoint};
+pub use google_sa::ServiceAccountKey;
+pub use token::{AwsKeys, Token, format_expiry, parse_expiry};
 
 use crate::config::{Config, CredentialSpec, SourceSpec};
 use crate::metrics::Metrics;
 use flights::Flights;
+use key::Key;
+pub use key::Subject;
 use refresh::Ctx;
 use secret_ref::SecretResolver;
 
@@ -66,27 +79,9 @@ pub enum CredError {
     Unavailable(String),
     #[error("stored credential is malformed: {0}")]
     Invalid(String),
-}
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Key {
-    credential: Arc<str>,
-    definition: u64,
-    user: Option<Arc<str>>,
-}
-
-impl Key {
-    fn new(spec: &CredentialSpec, user: Option<&str>) -> Self {
-        Key {
-            credential: spec.name.clone(),
-            definition: spec.fingerprint,
-            user: if spec.per_user() {
-                user.map(Arc::from)
-            } else {
-                None
-            },
-        }
-    }
+    /// A token endpoint refused to mint a claw's token (502 `upstream_error`).
+    #[error("the token endpoint refused: {0}")]
+    Refused(String),
 }
 
 #[derive(Clone)]
@@ -143,6 +138,7 @@ pub struct CredentialStore {
     metrics: Arc<Metrics>,
     kv: Option<Arc<dyn Kv>>,
     oauth: Arc<dyn TokenEndpoint>,
+    mint: Arc<dyn MintEndpoint>,
     secrets: SecretResolver,
 }
 
@@ -154,11 +150,18 @@ impl CredentialStore {
             Some(v) => Some(vault::VaultKv::start(v)?),
             None => None,
         };
-        let oauth = Arc::new(oauth::HttpTokenEndpoint::new(&config.upstream_roots)?);
-        Ok(Self::with_backends(kv, oauth, metrics))
+        let http = Arc::new(oauth::HttpTokenEndpoint::new(&config.upstream_roots)?);
+        Ok(Self::with_backends(kv, http.clone(), metrics).with_minter(http))
     }
 
-    /// A store over given backends (tests use in-memory ones).
+    /// The endpoint client minted sources post to (tests use an in-memory one).
+    pub fn with_minter(mut self, mint: Arc<dyn MintEndpoint>) -> Self {
+        self.mint = mint;
+        self
+    }
+
+    /// A store over given backends (tests use in-memory ones); minted sources answer
+    /// `Unavailable` until [`with_minter`](Self::with_minter) gives them an endpoint.
     pub fn with_backends(
         kv: Option<Arc<dyn Kv>>,
         oauth: Arc<dyn TokenEndpoint>,
@@ -175,6 +178,7 @@ impl CredentialStore {
             secrets: SecretResolver::new(kv.clone()),
             kv,
             oauth,
+            mint: Arc::new(backend::NoMintEndpoint),
         }
     }
 
@@ -184,7 +188,16 @@ impl CredentialStore {
         spec: &Arc<CredentialSpec>,
         user: Option<&str>,
     ) -> Result<Arc<Token>, CredError> {
-        let key = Key::new(spec, user);
+        self.get_for(spec, Subject::user(user)).await
+    }
+
+    /// The token for `spec` and who the request acts for (user, identity token).
+    pub async fn get_for(
+        &self,
+        spec: &Arc<CredentialSpec>,
+        who: Subject<'_>,
+    ) -> Result<Arc<Token>, CredError> {
+        let key = Key::new(spec, who);
         if let Some(e) = self.fresh(&key).await {
             self.count(spec, "hit");
             return Ok(e.token);
@@ -195,7 +208,7 @@ impl CredentialStore {
             self.count(spec, "hit");
             return Ok(e.token.clone());
         }
-        self.load(spec, user, &key, current, None).await
+        self.load(spec, who, &key, current, None).await
     }
 
     /// The upstream refused `rejected`: drop it and return a different token — the one
@@ -207,7 +220,17 @@ impl CredentialStore {
         user: Option<&str>,
         rejected: &Token,
     ) -> Result<Arc<Token>, CredError> {
-        let key = Key::new(spec, user);
+        self.reject_for(spec, Subject::user(user), rejected).await
+    }
+
+    /// [`reject`](Self::reject) for a request's [`Subject`].
+    pub async fn reject_for(
+        &self,
+        spec: &Arc<CredentialSpec>,
+        who: Subject<'_>,
+        rejected: &Token,
+    ) -> Result<Arc<Token>, CredError> {
+        let key = Key::new(spec, who);
         let _flight = self.flights.lock(&key).await;
         if let Some(e) = self.cache.get(&key).await
             && !refresh::same_token(&e.token, rejected)
@@ -216,12 +239,14 @@ impl CredentialStore {
             return Ok(e.token);
         }
         self.cache.invalidate(&key).await;
-        self.load(spec, user, &key, None, Some(rejected)).await
+        self.load(spec, who, &key, None, Some(rejected)).await
     }
 
     /// Drop a cached token.
     pub async fn invalidate(&self, spec: &CredentialSpec, user: Option<&str>) {
-        self.cache.invalidate(&Key::new(spec, user)).await;
+        self.cache
+            .invalidate(&Key::new(spec, Subject::user(user)))
+            .await;
     }
 
     /// For `/readyz`: Vault logged in and reachable, or a usable Vault credential cached.
@@ -253,12 +278,12 @@ impl CredentialStore {
     async fn load(
         &self,
         spec: &CredentialSpec,
-        user: Option<&str>,
+        who: Subject<'_>,
         key: &Key,
         current: Option<Entry>,
         rejected: Option<&Token>,
     ) -> Result<Arc<Token>, CredError> {
-        match self.fetch(spec, user, rejected).await {
+        match self.fetch(spec, who, rejected).await {
             Ok(token) => {
                 let entry = Entry::new(token, spec);
                 let token = entry.token.clone();
@@ -288,12 +313,14 @@ impl CredentialStore {
     async fn fetch(
         &self,
         spec: &CredentialSpec,
-        user: Option<&str>,
+        who: Subject<'_>,
         rejected: Option<&Token>,
     ) -> Result<Token, CredError> {
+        let user = who.user;
         let ctx = Ctx {
             kv: self.kv.as_deref(),
             oauth: &*self.oauth,
+            mint: &*self.mint,
             secrets: &self.secrets,
             metrics: &self.metrics,
         };
@@ -308,6 +335,14 @@ impl CredentialStore {
             }
             SourceSpec::ClientCredentials(client) => {
                 return refresh::client_credentials(&ctx, spec, client).await;
+            }
+            // Minted: every mint is a new token, so a rejected one is never minted again.
+            SourceSpec::GithubApp(app) => return github_app::fetch(&ctx, spec, app).await,
+            SourceSpec::GoogleServiceAccount(sa) => {
+                return google_sa::fetch(&ctx, spec, sa, user).await;
+            }
+            SourceSpec::TokenExchange(te) => {
+                return token_exchange::fetch(&ctx, spec, te, who.token).await;
             }
         };
         match rejected {

@@ -1,5 +1,6 @@
 //! The OAuth 2.0 token endpoint client (RFC 6749): the `refresh_token` grant for
 //! `refresh:` and the `client_credentials` grant for `source: oauth_client_credentials`.
+//! The same client posts the minted sources' requests (`mint_http.rs`).
 //!
 //! HTTP goes through the hyper-util legacy client with rustls, verified against the
 //! same roots as upstreams (`tls.upstream_roots`). The client authenticates with HTTP
@@ -66,26 +67,7 @@ impl HttpTokenEndpoint {
         grant: Grant<'_>,
     ) -> Result<Token, OAuthError> {
         let req = build_request(c, &creds, &grant)?;
-        let sent = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                tracing::debug!(error = %e, "token endpoint request failed");
-                OAuthError::Unavailable("cannot reach the token endpoint".into())
-            })?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_RESPONSE)
-                .collect()
-                .await
-                .map_err(|_| {
-                    OAuthError::Unavailable(
-                        "token endpoint response unreadable or too large".into(),
-                    )
-                })?
-                .to_bytes();
-            Ok::<_, OAuthError>((status, body))
-        })
-        .await
-        .map_err(|_| OAuthError::Unavailable("token endpoint timed out".into()))??;
-        let (status, body) = sent;
+        let (status, body) = self.round_trip(req).await?;
         let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
         if !status.is_success() {
             let code = json
@@ -106,6 +88,32 @@ impl HttpTokenEndpoint {
             ));
         };
         parse_token(&map, &grant, c)
+    }
+
+    /// Send one request and read the whole (bounded) answer, within [`REQUEST_TIMEOUT`].
+    pub(super) async fn round_trip(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(http::StatusCode, Bytes), OAuthError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                tracing::debug!(error = %e, "token endpoint request failed");
+                OAuthError::Unavailable("cannot reach the token endpoint".into())
+            })?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|_| {
+                    OAuthError::Unavailable(
+                        "token endpoint response unreadable or too large".into(),
+                    )
+                })?
+                .to_bytes();
+            Ok::<_, OAuthError>((status, body))
+        })
+        .await
+        .map_err(|_| OAuthError::Unavailable("token endpoint timed out".into()))?
     }
 }
 
@@ -150,31 +158,39 @@ fn build_request(
             }
         }
         ClientAuth::Basic => {
-            let pair = format!(
-                "{}:{}",
-                encode(creds.id.expose_secret()),
-                creds
-                    .secret
-                    .as_ref()
-                    .map(|s| encode(s.expose_secret()))
-                    .unwrap_or_default()
-            );
-            let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
-            let mut v = HeaderValue::from_str(&format!("Basic {b64}")).map_err(|_| {
+            let v = basic_header(creds).ok_or_else(|| {
                 OAuthError::Rejected("client credentials are not a valid header".into())
             })?;
-            v.set_sensitive(true);
             builder = builder.header(header::AUTHORIZATION, v);
         }
     }
-    let body = form
-        .iter()
+    builder
+        .body(Full::new(Bytes::from(form_body(form))))
+        .map_err(|_| OAuthError::Rejected("invalid token_url".into()))
+}
+
+/// `client_secret_basic` (RFC 6749 2.3.1): form-encoded id and secret, base64.
+pub(super) fn basic_header(creds: &ClientCreds) -> Option<HeaderValue> {
+    let pair = format!(
+        "{}:{}",
+        encode(creds.id.expose_secret()),
+        creds
+            .secret
+            .as_ref()
+            .map(|s| encode(s.expose_secret()))
+            .unwrap_or_default()
+    );
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut v = HeaderValue::from_str(&format!("Basic {b64}")).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+pub(super) fn form_body<'a>(form: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    form.into_iter()
         .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
         .collect::<Vec<_>>()
-        .join("&");
-    builder
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|_| OAuthError::Rejected("invalid token_url".into()))
+        .join("&")
 }
 
 fn encode(s: &str) -> String {
@@ -182,7 +198,7 @@ fn encode(s: &str) -> String {
 }
 
 /// An RFC 6749 error code as safe log text: its allowed characters only, bounded.
-fn error_code(s: &str) -> String {
+pub(super) fn error_code(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
         .take(40)

@@ -17,7 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::backend::{ClientCreds, Grant, Kv, KvError, OAuthError, SecretMap, TokenEndpoint};
+use super::backend::{
+    ClientCreds, Grant, Kv, KvError, MintEndpoint, OAuthError, SecretMap, TokenEndpoint,
+};
 use super::secret_ref::SecretResolver;
 use super::{CredError, EXPIRY_MARGIN, STALE_LIMIT, Token, format_expiry};
 use crate::config::{CredentialSpec, OAuthClient};
@@ -30,6 +32,7 @@ const ROTATION_WAITS_MS: [u64; 5] = [50, 100, 200, 400, 800];
 pub struct Ctx<'a> {
     pub kv: Option<&'a dyn Kv>,
     pub oauth: &'a dyn TokenEndpoint,
+    pub mint: &'a dyn MintEndpoint,
     pub secrets: &'a SecretResolver,
     pub metrics: &'a Metrics,
 }

@@ -162,3 +162,113 @@ impl TokenEndpoint for FakeOAuth {
         })
     }
 }
+
+/// What [`FakeMint`] was asked, with every secret exposed for the test to verify.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub url: String,
+    pub bearer: Option<String>,
+    /// OAuth client id and secret, however they are to be sent.
+    pub client: Option<(String, Option<String>)>,
+    pub form: Vec<(String, String)>,
+    pub json: Option<serde_json::Value>,
+}
+
+impl Seen {
+    pub fn form(&self, key: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minting endpoint issuing `minted-N`, valid for `expires_in` seconds; it can be
+/// down (`Unavailable`) or refuse (`Refused`).
+pub struct FakeMint {
+    pub down: AtomicBool,
+    pub refuse: AtomicBool,
+    pub expires_in: u64,
+    pub seen: Mutex<Vec<Seen>>,
+}
+
+impl FakeMint {
+    pub fn new(expires_in: u64) -> Self {
+        FakeMint {
+            down: AtomicBool::new(false),
+            refuse: AtomicBool::new(false),
+            expires_in,
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("no mint yet")
+    }
+}
+
+impl super::MintEndpoint for FakeMint {
+    fn post(
+        &self,
+        req: super::backend::MintRequest,
+    ) -> BoxFuture<'_, Result<SecretMap, super::backend::MintError>> {
+        use super::backend::{MintAuth, MintBody, MintError};
+        Box::pin(async move {
+            let (bearer, client) = match &req.auth {
+                MintAuth::Bearer(t) => (Some(t.expose_secret().to_string()), None),
+                MintAuth::Client(c, _) => (
+                    None,
+                    Some((
+                        c.id.expose_secret().to_string(),
+                        c.secret.as_ref().map(|s| s.expose_secret().to_string()),
+                    )),
+                ),
+                MintAuth::None => (None, None),
+            };
+            let (form, json) = match &req.body {
+                MintBody::Form(f) => (
+                    f.iter()
+                        .map(|(k, v)| (k.to_string(), v.expose_secret().to_string()))
+                        .collect(),
+                    None,
+                ),
+                MintBody::Json(j) => (vec![], Some(j.clone())),
+            };
+            let n = {
+                let mut seen = self.seen.lock().unwrap();
+                seen.push(Seen {
+                    url: req.url.clone(),
+                    bearer,
+                    client,
+                    form,
+                    json,
+                });
+                seen.len()
+            };
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if self.down.load(Ordering::Relaxed) {
+                return Err(MintError::Unavailable(
+                    "cannot reach the token endpoint".into(),
+                ));
+            }
+            if self.refuse.load(Ordering::Relaxed) {
+                return Err(MintError::Refused("401 Unauthorized".into()));
+            }
+            let v = serde_json::json!({
+                "token": format!("minted-{n}"),
+                "access_token": format!("minted-{n}"),
+                "expires_in": self.expires_in,
+            });
+            Ok(v.as_object().cloned().unwrap_or_default())
+        })
+    }
+}

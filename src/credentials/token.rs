@@ -9,9 +9,13 @@ use crate::proxy::scrub::Secrets;
 
 /// A credential ready to inject. The token is a [`SecretString`]: it redacts itself
 /// in `Debug`, is zeroed on drop, and is only read by `expose_secret()` at injection.
+/// For an AWS access-key map, `access_token` is the secret access key (what the
+/// scrubber and the same-token checks key on) and [`AwsKeys`] holds the rest.
 #[derive(Debug, Clone)]
 pub struct Token {
     pub access_token: SecretString,
+    /// Set when the secret is an AWS access-key map (SigV4 signing).
+    pub aws: Option<AwsKeys>,
     pub refresh_token: Option<SecretString>,
     pub expires_at: Option<SystemTime>,
     pub scopes: Vec<String>,
@@ -23,10 +27,24 @@ pub struct Token {
     pub(crate) scan: OnceLock<Secrets>,
 }
 
+/// The non-secret half of an AWS key pair and the optional session token.
+#[derive(Clone)]
+pub struct AwsKeys {
+    pub access_key_id: String,
+    pub session_token: Option<SecretString>,
+}
+
+impl std::fmt::Debug for AwsKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AwsKeys(redacted)")
+    }
+}
+
 impl Token {
     pub fn bare(access_token: String) -> Self {
         Token {
             access_token: SecretString::from(access_token),
+            aws: None,
             refresh_token: None,
             expires_at: None,
             scopes: Vec::new(),
@@ -37,8 +55,11 @@ impl Token {
 
     /// What the response must never carry for this token (see [`Secrets`]).
     pub fn secrets(&self) -> &Secrets {
-        self.scan
-            .get_or_init(|| Secrets::new(self.access_token.expose_secret(), &[]))
+        self.scan.get_or_init(|| {
+            let session = self.aws.as_ref().and_then(|a| a.session_token.as_ref());
+            let extra: Vec<&str> = session.iter().map(|s| s.expose_secret()).collect();
+            Secrets::new(self.access_token.expose_secret(), &extra)
+        })
     }
 
     /// Time left before `expires_at` (zero once past); `None` without an expiry.
@@ -49,7 +70,12 @@ impl Token {
 
     /// Build from a secret map: `access_token` (required), `refresh_token`,
     /// `expires_at` (RFC 3339 or unix seconds), `scopes` (list or space-separated).
+    /// An AWS access-key map (`access_key_id`, `secret_access_key`, `session_token`,
+    /// `expires_at`) stands in for `access_token`.
     pub fn from_map(map: &serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        if !map.contains_key("access_token") && map.contains_key("access_key_id") {
+            return Self::from_aws_map(map);
+        }
         let access =
             non_empty_str(map, "access_token").ok_or("secret has no `access_token` string")?;
         let refresh_token =
@@ -73,6 +99,32 @@ impl Token {
             ..Token::bare(access.to_string())
         })
     }
+}
+
+impl Token {
+    fn from_aws_map(map: &serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let id = non_empty_str(map, "access_key_id").ok_or("`access_key_id` is not a string")?;
+        let secret = non_empty_str(map, "secret_access_key")
+            .ok_or("an AWS key map needs a `secret_access_key` string")?;
+        let expires_at = match map.get("expires_at") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(parse_expiry(v).ok_or("`expires_at` is not RFC 3339 or unix seconds")?),
+        };
+        Ok(Token {
+            aws: Some(AwsKeys {
+                access_key_id: id.to_string(),
+                session_token: non_empty_str(map, "session_token")
+                    .map(|s| SecretString::from(s.to_string())),
+            }),
+            expires_at,
+            ..Token::bare(secret.to_string())
+        })
+    }
+}
+
+/// Whether a JSON object is a secret map (a token map or an AWS access-key map).
+pub fn is_secret_map(map: &serde_json::Map<String, serde_json::Value>) -> bool {
+    map.contains_key("access_token") || map.contains_key("access_key_id")
 }
 
 /// The string at `key`, if it is one and not empty (a stored secret or a token
@@ -152,5 +204,24 @@ mod tests {
         assert!(Token::from_map(serde_json::json!({"token": "x"}).as_object().unwrap()).is_err());
         let dbg = format!("{t:?}");
         assert!(!dbg.contains("s3cret"), "{dbg}");
+    }
+
+    #[test]
+    fn reads_an_aws_key_map() {
+        let m = serde_json::json!({
+            "access_key_id": "AKIDEXAMPLE", "secret_access_key": "wJalr-s3cret",
+            "session_token": "sess-s3cret"
+        });
+        let t = Token::from_map(m.as_object().unwrap()).unwrap();
+        assert_eq!(t.access_token.expose_secret(), "wJalr-s3cret");
+        let aws = t.aws.as_ref().unwrap();
+        assert_eq!(aws.access_key_id, "AKIDEXAMPLE");
+        let mut body = b"x wJalr-s3cret y sess-s3cret z".to_vec();
+        assert!(t.secrets().mask(&mut body));
+        assert_eq!(&body, b"x ************ y *********** z");
+        let dbg = format!("{t:?}");
+        assert!(!dbg.contains("s3cret") && !dbg.contains("AKID"), "{dbg}");
+        let no_secret = serde_json::json!({"access_key_id": "AKID"});
+        assert!(Token::from_map(no_secret.as_object().unwrap()).is_err());
     }
 }

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::keys::Keys;
-use super::{Identity, claims};
+use super::{Identity, IdentityToken, claims};
 use crate::config::{JwtConfig, Roots};
 use crate::error::ProxyError;
 
@@ -211,10 +211,14 @@ impl JwtVerifier {
             && *e.signed == *signed
             && e.verified.exp > now_secs()
         {
-            return Ok(e.verified.identity.clone());
+            return Ok(with_token(
+                e.verified.identity.clone(),
+                token,
+                e.verified.exp,
+            ));
         }
         let verified = self.check(token).await?;
-        let identity = verified.identity.clone();
+        let identity = with_token(verified.identity.clone(), token, verified.exp);
         if let Some((digest, signed)) = key {
             let signed = signed.into();
             self.cache
@@ -225,7 +229,9 @@ impl JwtVerifier {
 
     /// Verify without the cache (benchmarks, and to compare the two paths).
     pub async fn verify_uncached(&self, value: &str) -> Result<Identity, ProxyError> {
-        Ok(self.check(bare_token(value)?).await?.identity)
+        let token = bare_token(value)?;
+        let v = self.check(token).await?;
+        Ok(with_token(v.identity, token, v.exp))
     }
 
     async fn check(&self, token: &str) -> Result<Verified, Reject> {
@@ -267,10 +273,17 @@ impl JwtVerifier {
             identity: Identity {
                 user: claims::user(c, &self.user_claim)?,
                 groups: Some(claims::groups(c, self.groups_claim.as_deref())?),
+                token: None,
             },
             exp,
         })
     }
+}
+
+/// The identity with the verified token attached (the cache keeps none).
+fn with_token(mut identity: Identity, token: &str, exp: u64) -> Identity {
+    identity.token = Some(IdentityToken::new(token, exp));
+    identity
 }
 
 fn exp_secs(v: &Value) -> Option<u64> {

@@ -147,6 +147,7 @@ async fn verified_tokens_are_cached_by_hash_until_expiry() {
         let identity = Identity {
             user: user.into(),
             groups: Some(vec![]),
+            token: None,
         };
         let signed = signed.as_bytes().into();
         Arc::new(Entry {

@@ -26,6 +26,47 @@ pub struct Identity {
     pub user: Arc<str>,
     /// Groups from a verified token; `None` when the mode carries no groups.
     pub groups: Option<Vec<Arc<str>>>,
+    /// The verified JWT itself (`mode: jwt`), for `source: token_exchange`.
+    pub token: Option<IdentityToken>,
+}
+
+/// The verified identity JWT of a request, exactly as it arrived (without `Bearer `),
+/// and its `exp`. A bearer credential of the end user: redacted in `Debug`, never
+/// logged, only sent to a configured token-exchange endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdentityToken {
+    jwt: Arc<str>,
+    exp: u64,
+}
+
+impl IdentityToken {
+    pub fn new(jwt: &str, exp: u64) -> Self {
+        IdentityToken {
+            jwt: Arc::from(jwt),
+            exp,
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.jwt
+    }
+
+    /// When the token expires (its `exp`).
+    pub fn expires_at(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.exp)
+    }
+
+    /// SHA-256 of the token: what caches key on instead of the token.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.jwt.as_bytes()).into()
+    }
+}
+
+impl std::fmt::Debug for IdentityToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityToken(redacted)")
+    }
 }
 
 pub struct Identifier {
@@ -77,6 +118,7 @@ impl Identifier {
                 Ok(Some(Identity {
                     user: Arc::from(valid_user(value)?),
                     groups: None,
+                    token: None,
                 }))
             }
             Mode::Jwt(v) => v.verify(value).await.map(Some),
@@ -139,6 +181,20 @@ mod tests {
         let id = trusted().identify(&h, true).await.unwrap().unwrap();
         assert_eq!(&*id.user, "alice");
         assert_eq!(trusted().identify(&h, false).await.unwrap(), None);
+    }
+
+    #[test]
+    fn identity_tokens_are_redacted() {
+        let t = IdentityToken::new("eyJhbGciOi.s3cret.sig", 1);
+        let id = Identity {
+            user: "alice".into(),
+            groups: None,
+            token: Some(t.clone()),
+        };
+        let dbg = format!("{id:?}");
+        assert!(!dbg.contains("s3cret"), "{dbg}");
+        assert_eq!(t.expose(), "eyJhbGciOi.s3cret.sig");
+        assert_ne!(t.digest(), IdentityToken::new("other", 1).digest());
     }
 
     #[tokio::test]

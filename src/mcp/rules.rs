@@ -189,6 +189,7 @@ mod tests {
         Identity {
             user: Arc::from(user),
             groups: Some(groups.iter().map(|g| Arc::from(*g)).collect()),
+            token: None,
         }
     }
 

@@ -161,6 +161,7 @@ routes:
         Identity {
             user: Arc::from(user),
             groups: None,
+            token: None,
         }
     }
 

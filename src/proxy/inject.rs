@@ -4,6 +4,7 @@
 //! value marked sensitive (so HPACK never indexes it) or into the query string.
 //! [`apply`] also says how the secret looked on the wire ([`Injected::sent_forms`]), so
 //! the response scrubber masks exactly what was sent, whatever the inject form.
+//! AWS keys are never sent: `sigv4.rs` signs the final request with them.
 
 use base64::Engine;
 use http::HeaderValue;
@@ -63,6 +64,12 @@ pub fn apply(
     headers: &mut HeaderMap,
     query: Option<&str>,
 ) -> Result<Injected, ProxyError> {
+    if token.aws.is_some() && !matches!(inject, Inject::AwsSigV4(_)) {
+        // Never send an AWS secret access key as a bearer token or query value.
+        return Err(ProxyError::CredentialStoreUnavailable(
+            "an AWS access-key map is only used with `inject: {aws_sigv4: ...}`".into(),
+        ));
+    }
     let secret = token.access_token.expose_secret();
     let bad = || {
         ProxyError::CredentialStoreUnavailable("stored token is not a valid header value".into())
@@ -96,6 +103,11 @@ pub fn apply(
                 sent_forms: vec![SecretString::from(encoded)],
             })
         }
+        // Signed once the upstream request is final (`sigv4.rs`); nothing is sent.
+        Inject::AwsSigV4(_) => Ok(Injected {
+            query: query.map(str::to_string),
+            sent_forms: vec![],
+        }),
         Inject::Query { param } => {
             let mut out: Vec<String> = query
                 .unwrap_or("")
@@ -160,6 +172,20 @@ fn names_param(kv: &str, param: &str) -> bool {
 mod tests {
     use super::*;
     use http::HeaderName;
+
+    #[test]
+    fn aws_keys_are_never_sent_as_a_token() {
+        let aws = Token {
+            aws: Some(crate::credentials::AwsKeys {
+                access_key_id: "AKID".into(),
+                session_token: None,
+            }),
+            ..Token::bare("aws-secret".into())
+        };
+        let mut h = HeaderMap::new();
+        assert!(apply(&Inject::bearer(), &aws, &mut h, None).is_err());
+        assert!(h.is_empty());
+    }
 
     #[test]
     fn each_form() {

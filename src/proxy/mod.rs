@@ -17,6 +17,7 @@ pub mod listener;
 mod phases;
 mod replay;
 pub mod scrub;
+pub(crate) mod sigv4;
 pub mod target;
 mod upgrade;
 

@@ -8,9 +8,10 @@
 //! * Areas: `spine` (policy, injection, audit, streaming, lifecycle), `https`
 //!   (interception with real clients), `vault` (OpenBao-backed credentials), `jwt`
 //!   (verified identity), `ops` (metrics, reload, drain), `hardening` (egress, protocol,
-//!   leaks, regressions), `mcp` (MCP routes with the Python SDK), `check_cli`,
-//!   `config_files`, `deploy_manifests`, `docs` (links stay inside the repository),
-//!   `quickstart` (the README's quick example is true).
+//!   leaks, regressions), `mcp` (MCP routes with the Python SDK), `minted` (GitHub App,
+//!   Google service account, token exchange, SigV4), `check_cli`, `config_files`,
+//!   `deploy_manifests`, `docs` (links stay inside the repository), `quickstart` (the
+//!   README's quick example is true).
 //!
 //! Run one area with `cargo test --test it spine::`; the layout and how to add an area:
 //! CONTRIBUTING.md.
@@ -28,6 +29,7 @@ mod hardening;
 mod https;
 mod jwt;
 mod mcp;
+mod minted;
 mod ops;
 mod quickstart;
 mod spine;

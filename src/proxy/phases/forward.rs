@@ -1,6 +1,8 @@
 //! The forward phase: send the prepared request upstream. A WebSocket handshake goes
 //! through [`crate::proxy::upgrade`]. An assistant call whose body is small enough is
-//! buffered, so that an upstream 401 can be answered by one refresh and one retry.
+//! buffered, so that an upstream 401 can be answered by one refresh and one retry; so
+//! is a SigV4 call's, whose hash is then signed. SigV4 signs here, once the request is
+//! final (see [`crate::proxy::sigv4`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,7 @@ use crate::error::ProxyError;
 use crate::proxy::exchange::{CountingBody, Exchange};
 use crate::proxy::forward::UpstreamBody;
 use crate::proxy::scrub::Secrets;
+use crate::proxy::sigv4::{self, Payload};
 use crate::proxy::{ConnInfo, Runtime, Shared, replay, upgrade};
 
 /// The upstream's answer.
@@ -41,7 +44,7 @@ pub(super) async fn forward(
     conn: &Arc<ConnInfo>,
     ex: &mut Exchange,
     call: &Call,
-    parts: Parts,
+    mut parts: Parts,
     body: replay::Arrived,
     prepared: Prepared,
 ) -> Result<Sent, ProxyError> {
@@ -52,6 +55,7 @@ pub(super) async fn forward(
                 "an upgrade request with a read body".into(),
             ));
         };
+        sign(call, call.token.as_deref(), &mut parts, Payload::Unsigned)?;
         let resp = upgrade::forward(shared, rt, conn, ex, parts, body).await?;
         return Ok(Sent {
             reply: Reply::Upgrade(resp),
@@ -79,10 +83,12 @@ async fn send(
     body: replay::Arrived,
     secrets: &mut Option<Secrets>,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let replayable = call.action == Action::Assistant && call.token.is_some();
+    let replayable = call.token.is_some()
+        && (call.action == Action::Assistant || sigv4::signs(call.route.as_deref()));
     let limit = rt.config.limits.replay_body_bytes;
     match replay::outgoing(&parts, body, limit, replayable).await? {
         replay::Outgoing::Stream(body) => {
+            sign(call, call.token.as_deref(), &mut parts, Payload::Unsigned)?;
             let body = CountingBody::new(body, bytes_in.clone())
                 .map_err(Into::into)
                 .boxed_unsync();
@@ -90,12 +96,22 @@ async fn send(
         }
         replay::Outgoing::Buffered(bytes) => {
             bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            sign(
+                call,
+                call.token.as_deref(),
+                &mut parts,
+                Payload::Bytes(&bytes),
+            )?;
             let first = rt
                 .upstream
                 .send(replay::request(&parts, bytes.clone()))
                 .await?;
-            // Only assistant calls are retried (an MCP POST is read on any route).
-            if !replayable || first.status() != StatusCode::UNAUTHORIZED {
+            // Only credentialed assistant calls are retried (an MCP POST is read on any
+            // route, a SigV4 body to be hashed).
+            if first.status() != StatusCode::UNAUTHORIZED
+                || call.action != Action::Assistant
+                || call.token.is_none()
+            {
                 return Ok(first);
             }
             drop(first);
@@ -117,8 +133,19 @@ async fn retry(
     let (Some(route), Some(rejected)) = (&call.route, &call.token) else {
         return Err(ProxyError::Upstream("nothing to retry with".into()));
     };
-    let fresh = resolve::refreshed(shared, route, call.user(), rejected).await?;
+    let fresh = resolve::refreshed(shared, route, call.identity.as_ref(), rejected).await?;
     tracing::info!(route = %route.name, "upstream refused the credential; retrying once with a refreshed one");
     *secrets = Some(inject::credential(call, &fresh, parts)?);
+    sign(call, Some(&fresh), parts, Payload::Bytes(&bytes))?;
     rt.upstream.send(replay::request(parts, bytes)).await
+}
+
+/// SigV4-sign the final request when the route says so (a no-op otherwise).
+fn sign(
+    call: &Call,
+    token: Option<&crate::credentials::Token>,
+    parts: &mut Parts,
+    payload: Payload<'_>,
+) -> Result<(), ProxyError> {
+    sigv4::sign_for(call.route.as_deref(), token, parts, payload)
 }

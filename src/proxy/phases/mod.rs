@@ -47,12 +47,6 @@ pub(super) struct Call {
     pub token: Option<Arc<Token>>,
 }
 
-impl Call {
-    pub fn user(&self) -> Option<&str> {
-        self.identity.as_ref().map(|i| &*i.user)
-    }
-}
-
 /// Entry point for every request on the proxy listener (and inside tunnels).
 pub async fn handle(
     shared: Arc<Shared>,

@@ -1,11 +1,12 @@
 //! The resolve phase: the credential for the deciding route and this user, from the
 //! credential store (cached), and after an upstream 401 a refreshed one. Store errors
-//! become the contract's credential errors, with the connect link where there is one.
+//! become the contract's credential errors, with the connect link where there is one;
+//! a token endpoint's refusal to mint a claw's token is 502 `upstream_error`.
 
 use std::sync::Arc;
 
 use crate::config::{CredentialSpec, RouteSpec};
-use crate::credentials::{CredError, Token, template};
+use crate::credentials::{CredError, Subject, Token, template};
 use crate::error::ProxyError;
 use crate::identity::Identity;
 use crate::policy::Decision;
@@ -24,7 +25,7 @@ pub(super) async fn resolve(
     let user = identity.map(|i| &*i.user);
     shared
         .credentials
-        .get(spec, user)
+        .get_for(spec, Subject::of(identity))
         .await
         .map(Some)
         .map_err(|e| cred_error(e, route, spec, user))
@@ -34,13 +35,14 @@ pub(super) async fn resolve(
 pub(super) async fn refreshed(
     shared: &Shared,
     route: &RouteSpec,
-    user: Option<&str>,
+    identity: Option<&Identity>,
     rejected: &Token,
 ) -> Result<Arc<Token>, ProxyError> {
     let spec = credential(route)?;
+    let user = identity.map(|i| &*i.user);
     shared
         .credentials
-        .reject(spec, user, rejected)
+        .reject_for(spec, Subject::of(identity), rejected)
         .await
         .map_err(|e| cred_error(e, route, spec, user))
 }
@@ -75,5 +77,9 @@ fn cred_error(
         CredError::Unavailable(m) | CredError::Invalid(m) => {
             ProxyError::CredentialStoreUnavailable(m)
         }
+        CredError::Refused(m) => ProxyError::Upstream(format!(
+            "the token endpoint refused to mint `{}`: {m}",
+            spec.name
+        )),
     }
 }

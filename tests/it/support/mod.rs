@@ -5,6 +5,7 @@
 //! * [`client`] sends requests through the proxy (absolute-form) or to the gateway: the
 //!   one HTTP client of the tests (the `openbao` and `jwt_support` helpers use it too).
 //! * [`assert`] holds contract checks shared by several test files.
+//! * [`MintServer`] is a token endpoint whose answers (and checks) a test supplies.
 //! * HTTPS: [`TlsUpstream`] (a recording TLS upstream), [`test_ca`] and [`SidekeyCa`],
 //!   [`processes`] (curl, Python clients), [`tunnel`] (raw CONNECT), [`websocket`].
 //! * MCP: [`McpServer`] (the Python SDK's FastMCP) and raw JSON-RPC posts.
@@ -24,6 +25,7 @@ pub mod assert;
 pub mod body;
 pub mod client;
 pub mod mcp_server;
+pub mod mint_server;
 pub mod processes;
 pub mod sidekey;
 pub mod test_ca;
@@ -37,6 +39,7 @@ pub use assert::*;
 pub use body::*;
 pub use client::*;
 pub use mcp_server::*;
+pub use mint_server::*;
 pub use processes::*;
 pub use sidekey::*;
 pub use test_ca::*;
