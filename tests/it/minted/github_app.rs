@@ -76,31 +76,7 @@ async fn installation_tokens_are_minted_once_reused_and_minted_again_near_expiry
     let problems: Arc<Mutex<Vec<String>>> = Arc::default();
     let gh = github(issued.clone(), problems.clone());
     let up = Upstream::start();
-    let creds = format!(
-        "  gh:
-    source: github_app
-    app_id: 123456
-    installation_id: 7890
-    private_key: {{file: app.pem}}
-    api_url: {}/
-    permissions: {{issues: write}}
-    repositories: [infra]
-  gh-unknown:
-    source: github_app
-    app_id: 123456
-    installation_id: 1
-    private_key: {{file: app.pem}}
-    api_url: {}
-  gh-down:
-    source: github_app
-    app_id: 123456
-    installation_id: 7890
-    private_key: {{file: app.pem}}
-    api_url: http://127.0.0.1:{}",
-        gh.url(),
-        gh.url(),
-        dead_port()
-    );
+    let creds = credentials(&gh.url());
     let routes = "  - {name: issues, match: {host: api.test, path: \"/repos/*\"}, auth: claw, credential: gh}
   - {name: unknown, match: {host: api.test, path: \"/unknown/*\"}, auth: claw, credential: gh-unknown}
   - {name: down, match: {host: api.test, path: \"/down/*\"}, auth: claw, credential: gh-down}";
@@ -155,4 +131,34 @@ async fn installation_tokens_are_minted_once_reused_and_minted_again_near_expiry
     secrets.extend(issued.lock().unwrap().iter().cloned());
     secrets.push(key_fragment());
     sweep(&sk, &secrets).await;
+}
+
+/// `gh` (installation 7890, down-scoped), `gh-unknown` (installation 1, refused) and
+/// `gh-down` (nothing listening).
+fn credentials(api: &str) -> String {
+    format!(
+        "  gh:
+    source: github_app
+    app_id: 123456
+    installation_id: 7890
+    private_key: {{file: app.pem}}
+    api_url: {}/
+    permissions: {{issues: write}}
+    repositories: [infra]
+  gh-unknown:
+    source: github_app
+    app_id: 123456
+    installation_id: 1
+    private_key: {{file: app.pem}}
+    api_url: {}
+  gh-down:
+    source: github_app
+    app_id: 123456
+    installation_id: 7890
+    private_key: {{file: app.pem}}
+    api_url: http://127.0.0.1:{}",
+        api,
+        api,
+        dead_port()
+    )
 }

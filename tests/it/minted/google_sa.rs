@@ -48,35 +48,12 @@ fn verified_subject(call: &MintCall, token_uri: &str) -> Result<String, String> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_tokens_act_as_each_user_and_stay_apart() {
-    let minted: Arc<Mutex<HashMap<String, String>>> = Arc::default();
-    let problems: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (m, p) = (minted.clone(), problems.clone());
-    let uri = Arc::new(Mutex::new(String::new()));
-    let uri_in = uri.clone();
-    let google = MintServer::start(Duration::from_millis(100), move |call| {
-        let token_uri = uri_in.lock().unwrap().clone();
-        match verified_subject(call, &token_uri) {
-            Err(why) => {
-                p.lock().unwrap().push(why);
-                (400, json!({"error": "invalid_grant"}))
-            }
-            // Delegation not granted for this user: a refusal.
-            Ok(sub) if sub.starts_with("mallory") => (
-                401,
-                json!({"error": "unauthorized_client", "error_description": "Client is unauthorized"}),
-            ),
-            Ok(sub) => {
-                let token = format!("ya29.{}-{}", sub.split('@').next().unwrap_or(""), nonce());
-                m.lock().unwrap().insert(sub, token.clone());
-                (
-                    200,
-                    json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}),
-                )
-            }
-        }
-    });
+    let Google {
+        server: google,
+        minted,
+        problems,
+    } = Google::start();
     let token_uri = format!("{}/token", google.url());
-    *uri.lock().unwrap() = token_uri.clone();
     let key = json!({
         "type": "service_account", "project_id": "proj", "private_key_id": "key-1",
         "private_key": app_key().0, "client_email": EMAIL, "client_id": "1234",
@@ -152,4 +129,48 @@ async fn service_account_tokens_act_as_each_user_and_stay_apart() {
     secrets.extend(minted_now.values().cloned());
     secrets.push(key_fragment());
     sweep(&sk, &secrets).await;
+}
+
+/// A Google token endpoint minting one token per delegated user (`mallory@` is refused).
+struct Google {
+    server: MintServer,
+    /// sub -> token
+    minted: Arc<Mutex<HashMap<String, String>>>,
+    problems: Arc<Mutex<Vec<String>>>,
+}
+
+impl Google {
+    fn start() -> Google {
+        let minted: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let problems: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (m, p) = (minted.clone(), problems.clone());
+        let google = MintServer::start(Duration::from_millis(100), move |call| {
+            // The assertion's `aud` must be the key's token_uri: this server's `/token`.
+            let token_uri = format!("http://{}/token", call.header("host").unwrap_or_default());
+            match verified_subject(call, &token_uri) {
+                Err(why) => {
+                    p.lock().unwrap().push(why);
+                    (400, json!({"error": "invalid_grant"}))
+                }
+                // Delegation not granted for this user: a refusal.
+                Ok(sub) if sub.starts_with("mallory") => (
+                    401,
+                    json!({"error": "unauthorized_client", "error_description": "Client is unauthorized"}),
+                ),
+                Ok(sub) => {
+                    let token = format!("ya29.{}-{}", sub.split('@').next().unwrap_or(""), nonce());
+                    m.lock().unwrap().insert(sub, token.clone());
+                    (
+                        200,
+                        json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}),
+                    )
+                }
+            }
+        });
+        Google {
+            server: google,
+            minted,
+            problems,
+        }
+    }
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{config, nonce, sweep};
 use crate::jwt_support::keys;
-use crate::support::{MintServer, Sidekey, Upstream, assert_sidekey_error, proxy_get};
+use crate::support::{MintServer, Sidekey, Upstream, assert_sidekey_error, base64, proxy_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_identity_jwt_is_exchanged_per_user_and_token() {
@@ -20,53 +20,13 @@ async fn the_callers_identity_jwt_is_exchanged_per_user_and_token() {
     };
     let (alice, alice2) = (jwt("alice", "1"), jwt("alice", "2"));
     let (bob, mallory) = (jwt("bob", "3"), jwt("mallory", "4"));
-    // The STS knows which identity tokens callers hold, and issues one token for each.
-    let known = Arc::new(Mutex::new(vec![alice.clone(), alice2.clone(), bob.clone()]));
-    let issued: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let problems: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (k, i, p) = (known.clone(), issued.clone(), problems.clone());
-    let sts = MintServer::start(Duration::from_millis(100), move |call| {
-        let f = call.form();
-        let want = [
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-            ("audience", "notion"),
-            ("scope", "read_content"),
-        ];
-        let mut bad: Vec<String> = want
-            .iter()
-            .filter(|(key, v)| f.get(*key).map(String::as_str) != Some(*v))
-            .map(|(key, _)| format!("{key}: {:?}", f.get(*key)))
-            .collect();
-        if f.contains_key("requested_token_type") || f.contains_key("resource") {
-            bad.push("unset parameters were sent".into());
-        }
-        // client_secret_basic: "sts-client:sts-secret-..." base64.
-        if !call
-            .header("authorization")
-            .is_some_and(|a| a.starts_with("Basic "))
-        {
-            bad.push("no client authentication".into());
-        }
-        if !bad.is_empty() {
-            p.lock().unwrap().extend(bad);
-            return (400, json!({"error": "invalid_request"}));
-        }
-        let subject = f.get("subject_token").cloned().unwrap_or_default();
-        if !k.lock().unwrap().contains(&subject) {
-            return (400, json!({"error": "invalid_grant"}));
-        }
-        let token = format!("exchanged-{}", nonce());
-        i.lock().unwrap().push((subject, token.clone()));
-        (
-            200,
-            json!({"access_token": token, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
-                     "token_type": "Bearer", "expires_in": 600}),
-        )
-    });
+    let client_secret = format!("sts-secret-{}", nonce());
+    let known = vec![alice.clone(), alice2.clone(), bob.clone()];
+    let Sts {
+        server: sts,
+        issued,
+        problems,
+    } = Sts::start(known, &client_secret);
     let up = Upstream::start();
     let identity = "identity:
   header: x-sidekey-user
@@ -90,7 +50,6 @@ async fn the_callers_identity_jwt_is_exchanged_per_user_and_token() {
     let routes = "  - {name: notion, match: {host: api.test}, auth: assistant, credential: notion-exchanged}";
     let dir = crate::support::ConfigDir::new();
     dir.write("jwks.json", keys::jwks(&[&idp]));
-    let client_secret = format!("sts-secret-{}", nonce());
     let env = [
         ("STS_CLIENT_ID", "sts-client"),
         ("STS_CLIENT_SECRET", client_secret.as_str()),
@@ -147,4 +106,69 @@ async fn the_callers_identity_jwt_is_exchanged_per_user_and_token() {
     let mut secrets: Vec<String> = issued_now.iter().map(|(_, t)| t.clone()).collect();
     secrets.extend([alice, alice2, bob, mallory, client_secret]);
     sweep(&sk, &secrets).await;
+}
+
+/// An STS that knows which identity tokens callers hold (`known`) and exchanges each
+/// for a new token, checking the whole RFC 8693 request.
+struct Sts {
+    server: MintServer,
+    /// (subject_token, issued token)
+    issued: Arc<Mutex<Vec<(String, String)>>>,
+    problems: Arc<Mutex<Vec<String>>>,
+}
+
+impl Sts {
+    fn start(known: Vec<String>, client_secret: &str) -> Sts {
+        let issued: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let problems: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (i, p) = (issued.clone(), problems.clone());
+        let basic = format!(
+            "Basic {}",
+            base64(format!("sts-client:{client_secret}").as_bytes())
+        );
+        let server = MintServer::start(Duration::from_millis(100), move |call| {
+            let f = call.form();
+            let want = [
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("audience", "notion"),
+                ("scope", "read_content"),
+            ];
+            let mut bad: Vec<String> = want
+                .iter()
+                .filter(|(key, v)| f.get(*key).map(String::as_str) != Some(*v))
+                .map(|(key, _)| format!("{key}: {:?}", f.get(*key)))
+                .collect();
+            if f.contains_key("requested_token_type") || f.contains_key("resource") {
+                bad.push("unset parameters were sent".into());
+            }
+            // client_secret_basic with the sidecar's own client.
+            if call.header("authorization") != Some(basic.as_str()) {
+                bad.push("wrong client authentication".into());
+            }
+            if !bad.is_empty() {
+                p.lock().unwrap().extend(bad);
+                return (400, json!({"error": "invalid_request"}));
+            }
+            let subject = f.get("subject_token").cloned().unwrap_or_default();
+            if !known.contains(&subject) {
+                return (400, json!({"error": "invalid_grant"}));
+            }
+            let token = format!("exchanged-{}", nonce());
+            i.lock().unwrap().push((subject, token.clone()));
+            (
+                200,
+                json!({"access_token": token, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                     "token_type": "Bearer", "expires_in": 600}),
+            )
+        });
+        Sts {
+            server,
+            issued,
+            problems,
+        }
+    }
 }
