@@ -1,6 +1,6 @@
 """An MCP agent: the official SDK's Streamable HTTP client and ClientSession.
 
-    mcp_client.py --url URL [--user U] [--proxy http://127.0.0.1:P] [--list]
+    mcp_client.py --url URL [--user U] [--proxy http://127.0.0.1:P] [--ca PEM] [--list]
                   [--call NAME JSON_ARGS]...
 
 Initializes a session, lists tools when asked (one page), makes each call in order,
@@ -12,6 +12,7 @@ Exit 1 on a transport or protocol failure.
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 
 import httpx
@@ -27,6 +28,7 @@ async def run(a: argparse.Namespace) -> dict:
     http = httpx.AsyncClient(
         headers=headers,
         proxy=a.proxy,
+        verify=ssl.create_default_context(cafile=a.ca) if a.ca else True,
         trust_env=False,
         timeout=httpx.Timeout(30.0, read=60.0),
     )
@@ -70,6 +72,7 @@ def main() -> int:
     p.add_argument("--url", required=True)
     p.add_argument("--user")
     p.add_argument("--proxy")
+    p.add_argument("--ca", help="CA bundle to trust (sidekey's, for HTTPS through the proxy)")
     p.add_argument("--list", action="store_true")
     p.add_argument("--call", nargs=2, action="append", metavar=("NAME", "ARGS"))
     a = p.parse_args()

@@ -1,11 +1,12 @@
 """The MCP upstream of sidekey's tests: the official SDK's FastMCP server on the
 Streamable HTTP transport.
 
-    mcp_server.py --port PORT [--json] [--stateless] [--pages]
+    mcp_server.py --port PORT [--json] [--stateless] [--pages] [--tls-cert PEM --tls-key PEM]
 
 --json: answers as application/json (json_response=True), else as SSE.
 --stateless: no sessions (raw JSON-RPC posts need no initialize).
 --pages: tools/list answers in two pages (nextCursor "page-2").
+--tls-cert/--tls-key: serve HTTPS (for sidekey's interception through HTTPS_PROXY).
 Tools: get_issue, create_issue, delete_repo, auth_digest (sha256 of the
 Authorization header it received), mutate_description (changes get_issue's
 description, so the next tools/list shows a changed definition).
@@ -72,9 +73,18 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--stateless", action="store_true")
     p.add_argument("--pages", action="store_true")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     a = p.parse_args()
     app = build(a).streamable_http_app()
-    uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=a.port,
+        log_level="warning",
+        ssl_certfile=a.tls_cert,
+        ssl_keyfile=a.tls_key,
+    )
 
 
 if __name__ == "__main__":

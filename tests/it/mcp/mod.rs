@@ -4,7 +4,8 @@
 //!
 //! * `raw`: refusals, argument rules, JWT allow lists, batches, bad bodies.
 //! * `lists`: filtered `tools/list` in both modes with a cursor; tofu and file pins.
-//! * `sdk`: the SDK client through the gateway and the forward proxy; consent prompts.
+//! * `sdk`: the SDK client through the gateway, the forward proxy and HTTPS_PROXY
+//!   interception; consent prompts.
 //! * `observe`: audit entries, bounded metric labels, the secret sweep.
 //! * `check`: `sidekey check` on `mcp:` blocks and `sidekey mcp hash`.
 

@@ -9,7 +9,18 @@ use super::*;
 
 /// Run the SDK client; returns its JSON report.
 fn sdk(url: &str, proxy: Option<&str>, user: Option<&str>, calls: &[(&str, Value)]) -> Value {
+    sdk_with(url, proxy, user, calls, &[])
+}
+
+fn sdk_with(
+    url: &str,
+    proxy: Option<&str>,
+    user: Option<&str>,
+    calls: &[(&str, Value)],
+    extra: &[&str],
+) -> Value {
     let mut args: Vec<String> = vec!["--url".into(), url.into(), "--list".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
     if let Some(p) = proxy {
         args.extend(["--proxy".into(), p.into()]);
     }
@@ -89,6 +100,47 @@ async fn the_sdk_client_works_through_the_gateway_and_the_forward_proxy() {
         assert!(!sk.stdout_text().contains(TOKEN) && !sk.stderr_text().contains(TOKEN));
         assert!(!gw.to_string().contains(TOKEN) && !fwd.to_string().contains(TOKEN));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_client_works_through_https_proxy_interception() {
+    let dir = ConfigDir::new();
+    let upstream_ca = TestCa::new("mcp upstream CA");
+    let ca_path = dir.write("upstream-ca.pem", &upstream_ca.pem);
+    let (cert, key) = write_leaf_pem(&upstream_ca, &["mcp.test"], dir.path());
+    let up = McpServer::start_tls(McpMode::Sse, &cert, &key);
+    let ca = SidekeyCa::init(dir.path());
+    let cfg = format!(
+        "{head}default: deny\n{tls}upstreams:\n  mcp.test: {addr}\ncredentials:\n  bot: {{source: env, env: MCP_TOKEN}}\nroutes:\n  - name: gh-proxy\n    match: {{host: mcp.test, path: \"/mcp*\"}}\n    auth: claw\n    credential: bot\n    mcp:\n{RULES}",
+        head = yaml_head("mcp-agent"),
+        tls = ca.tls_yaml(&[&ca_path]),
+        addr = up.addr,
+    );
+    let sk = Sidekey::start_in(dir, &cfg, &[("MCP_TOKEN", TOKEN)]);
+    let calls = [
+        ("get_issue", json!({"number": 7})),
+        ("delete_repo", json!({"name": "prod"})),
+        ("auth_digest", json!({})),
+    ];
+    let ca_arg = ca.cert.to_str().unwrap();
+    let report = sdk_with(
+        "https://mcp.test/mcp",
+        Some(&sk.proxy_url()),
+        None,
+        &calls,
+        &["--ca", ca_arg],
+    );
+    assert_session(&report, "HTTPS_PROXY interception");
+    let rec = sk
+        .audit_records()
+        .into_iter()
+        .find(|r| r["method"] == "POST")
+        .expect("a POST record");
+    assert_eq!(
+        (rec["scheme"].as_str(), rec["host"].as_str()),
+        (Some("https"), Some("mcp.test"))
+    );
+    assert!(!sk.stdout_text().contains(TOKEN) && !sk.stderr_text().contains(TOKEN));
 }
 
 fn assistant_config(up: &McpServer, connect_url: &str) -> String {

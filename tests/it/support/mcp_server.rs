@@ -28,8 +28,19 @@ impl McpServer {
     /// Start one; `stateless` serves raw posts without `initialize`, `pages` splits
     /// `tools/list` into two pages (`nextCursor: "page-2"`).
     pub fn start(mode: McpMode, stateless: bool, pages: bool) -> McpServer {
+        Self::start_with(mode, stateless, pages, &[])
+    }
+
+    /// Like [`McpServer::start`] serving HTTPS with the PEM `cert` chain and `key`.
+    pub fn start_tls(mode: McpMode, cert: &std::path::Path, key: &std::path::Path) -> McpServer {
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        Self::start_with(mode, false, false, &["--tls-cert", cert, "--tls-key", key])
+    }
+
+    fn start_with(mode: McpMode, stateless: bool, pages: bool, extra: &[&str]) -> McpServer {
         let port = crate::jwt_support::free_port().to_string();
         let mut args = vec!["--port", port.as_str()];
+        args.extend_from_slice(extra);
         if mode == McpMode::Json {
             args.push("--json");
         }
@@ -55,6 +66,32 @@ impl McpServer {
             mode,
         }
     }
+}
+
+/// PEM files (`leaf.crt`, `leaf.key`) in `dir` for a leaf of `ca` naming `names`.
+pub fn write_leaf_pem(
+    ca: &super::TestCa,
+    names: &[&str],
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let pem = |label: &str, der: &[u8]| {
+        let b64 = super::base64(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    };
+    let (chain, key) = ca.issue(names);
+    let cert_path = dir.join("leaf.crt");
+    let key_path = dir.join("leaf.key");
+    std::fs::write(&cert_path, pem("CERTIFICATE", chain[0].as_ref())).unwrap();
+    std::fs::write(&key_path, pem("PRIVATE KEY", key.secret_der())).unwrap();
+    (cert_path, key_path)
 }
 
 /// Headers of an MCP POST as the SDK sends them.
