@@ -15,11 +15,25 @@ use crate::identity::Identity;
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionInput<'a> {
     pub request: MatchInput<'a>,
-    /// A gateway request: the route its prefix chose (its path and methods were
-    /// matched below the prefix by [`super::RouteTable::gateway_match`]).
-    pub gateway: Option<&'a Arc<RouteSpec>>,
+    /// Which way in: a proxy request, or a gateway request and whether a prefix chose
+    /// a route.
+    pub gateway: Gateway<'a>,
     /// The verified end user, if any.
     pub identity: Option<&'a Identity>,
+}
+
+/// How a request reached the decision: a forward-proxy (or tunnel) request matched
+/// against the route table, or a gateway request (origin-form on the listener).
+#[derive(Debug, Clone, Copy)]
+pub enum Gateway<'a> {
+    /// Not a gateway request: the first matching proxy route decides.
+    Proxy,
+    /// The route a gateway prefix chose (its path and methods were matched below the
+    /// prefix by [`super::RouteTable::gateway_match`]).
+    Hit(&'a Arc<RouteSpec>),
+    /// A gateway request that no gateway route covers: refused whatever the default,
+    /// as `passthrough` has nowhere to pass it to.
+    Miss,
 }
 
 /// Why a call is refused; each is one contract error code.
@@ -79,8 +93,15 @@ impl Decision {
 /// then `auth: deny`, then identity and the route's `allow:` list.
 pub fn decide(table: &RouteTable, default: DefaultAction, input: &DecisionInput<'_>) -> Decision {
     let route = match input.gateway {
-        Some(r) => Some(r.clone()),
-        None => table.first_match(&input.request).cloned(),
+        Gateway::Hit(r) => Some(r.clone()),
+        Gateway::Proxy => table.first_match(&input.request).cloned(),
+        Gateway::Miss => {
+            return Decision {
+                route: None,
+                action: Action::Deny,
+                refusal: Some(Refusal::NoRoute),
+            };
+        }
     };
     let Some(route) = route else {
         return match default {
@@ -175,7 +196,7 @@ routes:
                     path,
                     method: &m,
                 },
-                gateway: None,
+                gateway: Gateway::Proxy,
                 identity: id,
             },
         )
@@ -205,6 +226,27 @@ routes:
         let d = run(&t, Method::GET, "other.test", "/x", Some(&ann));
         assert_eq!(r(&d), (None, Some(Refusal::NoRoute)));
         assert_eq!(Refusal::NoRoute.code(), "route_denied");
+    }
+
+    #[test]
+    fn a_gateway_miss_is_refused_whatever_the_default() {
+        let t = table();
+        let m = Method::GET;
+        for default in [DefaultAction::Deny, DefaultAction::Passthrough] {
+            let input = DecisionInput {
+                request: MatchInput {
+                    host: "127.0.0.1",
+                    path: "/nowhere",
+                    method: &m,
+                },
+                gateway: Gateway::Miss,
+                identity: None,
+            };
+            let d = decide(&t, default, &input);
+            assert!(d.route.is_none());
+            assert_eq!(d.refusal, Some(Refusal::NoRoute), "default {default:?}");
+            assert!(!d.injects());
+        }
     }
 
     #[test]

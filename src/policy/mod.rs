@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-pub use decide::{Decision, DecisionInput, Refusal, decide};
+pub use decide::{Decision, DecisionInput, Gateway, Refusal, decide};
 pub use path::{match_form, normalize};
 pub use pattern::{HostPattern, PathGlob, canonical_host};
 pub use route_match::{Condition, ConditionCheck, ConditionKind, MatchInput, RouteMatch};

@@ -7,11 +7,13 @@
 //! HTTP/2 requests through the same phases as plain requests, bound to that host.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::counting_io::CountingIo;
 use super::exchange::Exchange;
 use super::forward::{UpstreamBody, from_connect};
 use super::phases::empty;
@@ -98,31 +100,66 @@ pub async fn handle(
             let server_config = ca
                 .server_config(&host)
                 .map_err(|e| ProxyError::Upstream(format!("cannot mint a certificate: {e}")))?;
-            ex.skip_audit();
+            ex.action = ex.route.as_ref().map(|r| r.action);
             let on_upgrade = hyper::upgrade::on(req);
+            // Audited like a blind tunnel: one record when the tunnel closes, with the
+            // (TLS) bytes that crossed it; each inner request has its own record too.
+            let record = ex.detach();
             let shared2 = shared.clone();
-            let guard = conn.guard.clone();
-            let peer = conn.peer;
-            let loopback = conn.loopback;
+            let outer = ConnInfo {
+                peer: conn.peer,
+                guard: conn.guard.clone(),
+                loopback: conn.loopback,
+                intercepted: None,
+            };
             shared.tasks.spawn(async move {
-                let Ok(upgraded) = on_upgrade.await else { return };
-                let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
-                let Ok(start) = acceptor.await else { return };
-                let sni = start.client_hello().server_name().map(crate::policy::canonical_host);
-                let sni_mismatch = sni.as_deref().is_some_and(|s| s != host);
-                let Ok(tls) = start.into_stream(server_config).await else {
-                    tracing::debug!(host = %crate::audit::bounded(&host), "client TLS handshake failed (does it trust sidekey's CA?)");
-                    return;
-                };
-                let inner = Arc::new(ConnInfo {
-                    peer,
-                    guard,
-                    loopback,
-                    intercepted: Some(Intercepted { host, port, identity, sni_mismatch }),
-                });
-                listener::serve_connection_boxed(shared2, TokioIo::new(tls), inner).await;
+                let bytes_out = Arc::new(AtomicU64::new(0));
+                if let Ok(upgraded) = on_upgrade.await {
+                    let io = CountingIo::new(
+                        TokioIo::new(upgraded),
+                        record.bytes_in.clone(),
+                        bytes_out.clone(),
+                    );
+                    let tunnel = Intercepted {
+                        host,
+                        port,
+                        identity,
+                        sni_mismatch: false,
+                    };
+                    intercept(shared2.clone(), io, server_config, outer, tunnel).await;
+                }
+                record.finish(200, bytes_out.load(Ordering::Relaxed), &shared2);
             });
             Ok(empty(StatusCode::OK))
         }
     }
+}
+
+/// Terminate the client's TLS inside the tunnel and serve its inner requests.
+async fn intercept(
+    shared: Arc<Shared>,
+    io: CountingIo<TokioIo<hyper::upgrade::Upgraded>>,
+    server_config: Arc<rustls::ServerConfig>,
+    outer: ConnInfo,
+    mut tunnel: Intercepted,
+) {
+    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let Ok(start) = acceptor.await else { return };
+    let sni = start
+        .client_hello()
+        .server_name()
+        .map(crate::policy::canonical_host);
+    tunnel.sni_mismatch = sni.as_deref().is_some_and(|s| s != tunnel.host);
+    let Ok(tls) = start.into_stream(server_config).await else {
+        tracing::debug!(
+            host = %crate::audit::bounded(&tunnel.host),
+            "client TLS handshake failed (does it trust sidekey's CA?)"
+        );
+        return;
+    };
+    let inner = Arc::new(ConnInfo {
+        intercepted: Some(tunnel),
+        ..outer
+    });
+    listener::serve_connection_boxed(shared, TokioIo::new(tls), inner).await;
 }

@@ -137,7 +137,7 @@ pub(crate) fn check_intent(
     route: Option<&RouteSpec>,
 ) -> Result<(), ProxyError> {
     let named_by_route =
-        target.gateway.is_some() || route.is_some_and(|r| r.matcher.names_host(&target.host));
+        target.via.is_gateway_hit() || route.is_some_and(|r| r.matcher.names_host(&target.host));
     literal_ip_allowed(cfg, &target.host, named_by_route)
 }
 

@@ -40,10 +40,9 @@ pub struct Exchange {
     pub bytes_in: Arc<AtomicU64>,
     /// Set on an MCP POST: what its JSON-RPC messages were and how they were decided.
     pub mcp: Option<crate::mcp::McpCall>,
-    /// This exchange writes no record (it was detached, or is not a call).
+    /// This exchange writes no record itself (it was detached: a tunnel finishes the
+    /// copy when it closes).
     skip: bool,
-    /// No record will ever carry this request id, so no response may name it.
-    unrecorded: bool,
 }
 
 /// 32 random lower-case hex digits (on every request, so without `format!`).
@@ -73,16 +72,7 @@ impl Exchange {
             bytes_in: Arc::new(AtomicU64::new(0)),
             mcp: None,
             skip: false,
-            unrecorded: false,
         }
-    }
-
-    /// An intercepted CONNECT is not a call: its inner requests are audited instead
-    /// (each with its own id), and its `200` carries no request id, which would name
-    /// no record.
-    pub fn skip_audit(&mut self) {
-        self.skip = true;
-        self.unrecorded = true;
     }
 
     /// Hand the audit record to someone who finishes it later (a tunnel, when it
@@ -127,9 +117,7 @@ impl Exchange {
         mut resp: Response<UpstreamBody>,
         shared: Arc<Shared>,
     ) -> Response<AuditedBody> {
-        if !self.unrecorded
-            && let Ok(v) = HeaderValue::from_str(&self.request_id)
-        {
+        if let Ok(v) = HeaderValue::from_str(&self.request_id) {
             resp.headers_mut().insert("x-sidekey-request-id", v);
         }
         let status = resp.status().as_u16();

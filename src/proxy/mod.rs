@@ -8,6 +8,7 @@
 
 mod connect;
 pub mod connector;
+mod counting_io;
 pub mod egress;
 mod exchange;
 pub mod forward;

@@ -15,7 +15,7 @@ use http::uri::{Authority, Scheme};
 use super::Intercepted;
 use crate::config::RouteSpec;
 use crate::error::ProxyError;
-use crate::policy::{RouteTable, canonical_host, match_form, normalize};
+use crate::policy::{Gateway, RouteTable, canonical_host, match_form, normalize};
 
 #[derive(Debug)]
 pub struct Target {
@@ -29,8 +29,35 @@ pub struct Target {
     /// The path policy matches (match form; for gateways, the part below the prefix).
     pub policy_path: String,
     pub query: Option<String>,
-    /// Set for gateway requests: the route chosen by prefix.
-    pub gateway: Option<Arc<RouteSpec>>,
+    /// Which way in: forward proxy, or gateway (hit or miss).
+    pub via: Via,
+}
+
+/// How a request came in, as far as routing goes.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// Absolute-form or inside a tunnel: the route table decides.
+    Proxy,
+    /// A gateway request: the route chosen by prefix.
+    Gateway(Arc<RouteSpec>),
+    /// A gateway request no prefix covers; [`crate::policy::decide`] refuses it.
+    GatewayMiss,
+}
+
+impl Via {
+    /// The form [`crate::policy::DecisionInput`] takes.
+    pub fn as_gateway(&self) -> Gateway<'_> {
+        match self {
+            Via::Proxy => Gateway::Proxy,
+            Via::Gateway(r) => Gateway::Hit(r),
+            Via::GatewayMiss => Gateway::Miss,
+        }
+    }
+
+    /// Whether this is a gateway request that found its route.
+    pub fn is_gateway_hit(&self) -> bool {
+        matches!(self, Via::Gateway(_))
+    }
 }
 
 fn bad(msg: impl Into<String>) -> ProxyError {
@@ -74,7 +101,7 @@ pub fn resolve(
             policy_path: match_form(&path).into_owned(),
             path,
             query,
-            gateway: None,
+            via: Via::Proxy,
         });
     }
 
@@ -117,20 +144,17 @@ pub fn resolve(
                 policy_path: match_form(&path).into_owned(),
                 path,
                 query,
-                gateway: None,
+                via: Via::Proxy,
             });
         }
         // An h2 request whose :authority is sidekey itself is a gateway request.
     }
 
-    let Some((route, rest)) = table.gateway_match(&path, &parts.method) else {
-        return Err(ProxyError::RouteDenied(format!(
-            "no gateway route for `{}`",
-            crate::audit::bounded(&path)
-        )));
-    };
-    let Some(g) = &route.gateway else {
-        return Err(ProxyError::RouteDenied("no gateway route".into()));
+    let gateway = table
+        .gateway_match(&path, &parts.method)
+        .and_then(|(route, rest)| Some((route, rest, route.gateway.as_ref()?)));
+    let Some((route, rest, g)) = gateway else {
+        return gateway_miss(parts, own, path, query);
     };
     let upstream_path = if g.base_path.is_empty() {
         rest.to_string()
@@ -146,7 +170,39 @@ pub fn resolve(
         policy_path: match_form(rest).into_owned(),
         path: upstream_path,
         query,
-        gateway: Some(route.clone()),
+        via: Via::Gateway(route.clone()),
+    })
+}
+
+/// A gateway request no prefix covers: a target naming sidekey itself (as the client
+/// addressed it), never dialled; the decision refuses it.
+fn gateway_miss(
+    parts: &Parts,
+    own: SocketAddr,
+    path: String,
+    query: Option<String>,
+) -> Result<Target, ProxyError> {
+    let named = parts
+        .uri
+        .authority()
+        .cloned()
+        .or_else(|| {
+            let h = parts.headers.get(http::header::HOST)?.to_str().ok()?;
+            h.parse::<Authority>().ok()
+        })
+        .filter(|a| !a.as_str().contains('@'));
+    let authority = match named {
+        Some(a) => a,
+        None => own.to_string().parse().map_err(|_| bad("bad host"))?,
+    };
+    Ok(Target {
+        scheme: Scheme::HTTP,
+        host: canonical_host(authority.host()),
+        authority,
+        policy_path: match_form(&path).into_owned(),
+        path,
+        query,
+        via: Via::GatewayMiss,
     })
 }
 

@@ -9,7 +9,7 @@ use crate::identity::Identity;
 use crate::policy::{self, Decision, DecisionInput, MatchInput, Refusal};
 use crate::proxy::Runtime;
 use crate::proxy::exchange::Exchange;
-use crate::proxy::target::Target;
+use crate::proxy::target::{Target, Via};
 
 pub(super) fn decide(
     rt: &Runtime,
@@ -24,7 +24,7 @@ pub(super) fn decide(
             path: &target.policy_path,
             method,
         },
-        gateway: target.gateway.as_ref(),
+        gateway: target.via.as_gateway(),
         identity,
     };
     let d = policy::decide(&rt.table, rt.config.default_action, &input);
@@ -53,6 +53,12 @@ fn refusal_error(
             .unwrap_or_default()
     };
     match refusal {
+        Refusal::NoRoute if matches!(target.via, Via::GatewayMiss) => {
+            ProxyError::RouteDenied(format!(
+                "no gateway route for `{}`",
+                crate::audit::bounded(&target.path)
+            ))
+        }
         Refusal::NoRoute => ProxyError::RouteDenied(format!(
             "no route matches {method} {}",
             crate::audit::bounded(&target.host)

@@ -416,11 +416,12 @@ async fn upstream_cert_for_the_wrong_name_is_502_upstream_error() {
     assert_eq!(up.count(), 0);
 }
 
-/// Issue 12: every request id sidekey hands out names an audit record. An intercepted
-/// CONNECT is not a call (each inner request is audited under its own id), so its 200
-/// carries no id; the inner response's id finds its record.
+/// Issue 12: every response carries `x-sidekey-request-id` and every id sidekey hands
+/// out names an audit record. The intercepted CONNECT's 200 is audited when the tunnel
+/// closes (method CONNECT, the host, allow, 200, the bytes that crossed it); each inner
+/// request has its own id and record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn intercepted_connect_hands_out_no_request_id_without_a_record() {
+async fn intercepted_connect_id_finds_its_record() {
     let up = TlsUpstream::start(&["slack.com"]);
     let (sk, ca) = start(
         "deny",
@@ -430,11 +431,13 @@ async fn intercepted_connect_hands_out_no_request_id_without_a_record() {
     );
     let reply = connect_raw(sk.proxy_addr, "slack.com:443", &[]).await;
     assert_eq!(reply.status, 200, "{:?}", reply.headers);
-    assert!(
-        reply.headers.get("x-sidekey-request-id").is_none(),
-        "the CONNECT 200 names no audit record, so it carries no id: {:?}",
-        reply.headers
-    );
+    let connect_id = reply
+        .headers
+        .get("x-sidekey-request-id")
+        .unwrap_or_else(|| panic!("the CONNECT 200 carries an id: {:?}", reply.headers))
+        .to_str()
+        .expect("ascii id")
+        .to_string();
     let tls = tls_connect(
         reply.stream,
         "slack.com",
@@ -450,9 +453,20 @@ async fn intercepted_connect_hands_out_no_request_id_without_a_record() {
     );
     let resp = send_over(tls, false, vec![req]).await.remove(0);
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let a = sk.audit_for(&request_id(&resp));
+    let inner_id = request_id(&resp);
+    assert_ne!(inner_id, connect_id);
+    let a = sk.audit_for(&inner_id);
     assert_eq!(a["path"], "/api/chat.postMessage", "{a}");
     assert_eq!(a["method"], "POST", "{a}");
+    // The tunnel closed with the client connection: its record is written then.
+    let c = sk.audit_for(&connect_id);
+    assert_eq!(c["method"], "CONNECT", "{c}");
+    assert_eq!(c["host"], "slack.com", "{c}");
+    assert_eq!(c["decision"], "allow", "{c}");
+    assert_eq!(c["status"], 200, "{c}");
+    // The TLS handshake and the inner exchange crossed the tunnel both ways.
+    assert!(c["bytes_in"].as_u64().is_some_and(|n| n > 100), "{c}");
+    assert!(c["bytes_out"].as_u64().is_some_and(|n| n > 100), "{c}");
 }
 
 // ---------------------------------------------------------------------------------------
