@@ -8,6 +8,8 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::throttle::Reason;
+
 /// A request that sidekey itself answers instead of the upstream.
 ///
 /// Messages are written by sidekey and never carry a secret value: callers pass
@@ -45,6 +47,24 @@ pub enum ProxyError {
     CredentialStoreUnavailable(String),
     #[error("upstream did not answer within {0}")]
     UpstreamTimeout(String),
+    /// Held back by `crate::throttle`; `retry_after` is whole seconds, at least 1.
+    #[error("{}", rate_limited_message(route, *reason, *retry_after))]
+    RateLimited {
+        route: String,
+        reason: Reason,
+        retry_after: u64,
+    },
+}
+
+fn rate_limited_message(route: &str, reason: Reason, retry_after: u64) -> String {
+    match reason {
+        Reason::Limit => {
+            format!("route `{route}` is over its rate limit; retry after {retry_after} s")
+        }
+        Reason::Upstream => format!(
+            "the upstream of route `{route}` asked to slow down; retry after {retry_after} s"
+        ),
+    }
 }
 
 impl ProxyError {
@@ -62,6 +82,7 @@ impl ProxyError {
             Self::Upstream(_) => "upstream_error",
             Self::CredentialStoreUnavailable(_) => "credential_store_unavailable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -79,6 +100,7 @@ impl ProxyError {
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::CredentialStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -93,6 +115,7 @@ impl ProxyError {
                 | Self::EgressDenied(_)
                 | Self::BadRequest(_)
                 | Self::HeadersTooLarge(_)
+                | Self::RateLimited { .. }
         )
     }
 
@@ -140,6 +163,9 @@ impl ProxyError {
                 HeaderValue::from_static("Bearer realm=\"sidekey\""),
             );
         }
+        if let Self::RateLimited { retry_after, .. } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         resp
     }
 }
@@ -162,5 +188,15 @@ mod tests {
         let resp: Response<Bytes> = ProxyError::UpstreamTimeout("5s".into()).to_response("r2");
         assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(resp.headers()["x-sidekey-error"], "upstream_timeout");
+        let limited = ProxyError::RateLimited {
+            route: "slack".into(),
+            reason: Reason::Upstream,
+            retry_after: 7,
+        };
+        let resp: Response<Bytes> = limited.to_response("r3");
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()["x-sidekey-error"], "rate_limited");
+        assert_eq!(resp.headers()["retry-after"], "7");
+        assert_eq!(limited.body("r3")["error"], "rate_limited");
     }
 }

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub token_refreshes: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub open_connections: IntGauge,
+    pub rate_limited: IntCounterVec,
+    pub credential_quarantines: IntCounterVec,
     /// Per-route handles for the routes of the config in force (see [`RouteMetrics`]).
     routes: ArcSwap<HashMap<Arc<str>, RouteMetrics>>,
 }
@@ -75,6 +77,20 @@ impl Metrics {
         )?;
         let open_connections =
             IntGauge::new("sidekey_open_connections", "Open client connections.")?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "sidekey_rate_limited_total",
+                "Calls answered 429 rate_limited instead of going upstream, by reason (limit: the route's rate; upstream: its Retry-After).",
+            ),
+            &["route", "reason"],
+        )?;
+        let credential_quarantines = IntCounterVec::new(
+            Opts::new(
+                "sidekey_credential_quarantines_total",
+                "(credential, user) pairs quarantined after invalid_grant: answered credential_expired without calling the token endpoint until the stored secret changes.",
+            ),
+            &["credential"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("sidekey_build_info", "Build information; always 1."),
             &["version"],
@@ -92,6 +108,8 @@ impl Metrics {
         registry.register(Box::new(token_refreshes.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(credential_quarantines.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -102,6 +120,8 @@ impl Metrics {
             token_refreshes,
             config_reloads,
             open_connections,
+            rate_limited,
+            credential_quarantines,
             routes: ArcSwap::default(),
         })
     }
@@ -159,6 +179,16 @@ impl Metrics {
     pub fn token_refresh(&self, credential: &str, result: &str) {
         self.token_refreshes
             .with_label_values(&[credential, result])
+            .inc();
+    }
+
+    pub fn rate_limited(&self, route: &str, reason: &str) {
+        self.rate_limited.with_label_values(&[route, reason]).inc();
+    }
+
+    pub fn credential_quarantined(&self, credential: &str) {
+        self.credential_quarantines
+            .with_label_values(&[credential])
             .inc();
     }
 

@@ -6,6 +6,7 @@
 //! duration and address parsed, every path is absolute. Nothing later re-checks it.
 
 mod duration;
+pub mod rate;
 pub mod raw;
 mod validate;
 mod validate_credentials;
@@ -22,6 +23,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use duration::parse_duration;
+pub use rate::{RateKey, RateSpec};
 
 use crate::policy::{HostPattern, PathGlob};
 
@@ -320,6 +322,8 @@ pub struct RouteSpec {
     pub allow: Option<Allow>,
     pub connect_url: Option<String>,
     pub keep_client_headers: Vec<HeaderName>,
+    /// `rate:`: the call budget enforced by `crate::throttle`.
+    pub rate: Option<RateSpec>,
 }
 
 impl RouteSpec {

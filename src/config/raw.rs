@@ -162,6 +162,7 @@ pub struct RawRoute {
     pub allow: Option<RawAllow>,
     pub connect_url: Option<String>,
     pub keep_client_headers: Option<Vec<String>>,
+    pub rate: Option<super::rate::RawRate>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -418,6 +418,7 @@ fn routes(
                 }
             }
         }
+        let rate = super::rate::rate(p, &at, r.rate.as_ref(), action, r.credential.is_some());
         out.push(RouteSpec {
             name: Arc::from(name.as_str()),
             host,
@@ -431,6 +432,7 @@ fn routes(
             allow,
             connect_url: r.connect_url,
             keep_client_headers,
+            rate,
         });
     }
     out

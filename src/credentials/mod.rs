@@ -17,6 +17,7 @@ mod env;
 mod file;
 mod flights;
 mod oauth;
+mod quarantine;
 mod refresh;
 mod secret_ref;
 pub mod template;
@@ -41,6 +42,7 @@ pub use token::{Token, format_expiry, parse_expiry};
 use crate::config::{Config, CredentialSpec, SourceSpec};
 use crate::metrics::Metrics;
 use flights::Flights;
+use quarantine::Quarantine;
 use refresh::Ctx;
 use secret_ref::SecretResolver;
 
@@ -144,6 +146,7 @@ pub struct CredentialStore {
     kv: Option<Arc<dyn Kv>>,
     oauth: Arc<dyn TokenEndpoint>,
     secrets: SecretResolver,
+    quarantine: Quarantine,
 }
 
 impl CredentialStore {
@@ -175,6 +178,7 @@ impl CredentialStore {
             secrets: SecretResolver::new(kv.clone()),
             kv,
             oauth,
+            quarantine: Quarantine::new(),
         }
     }
 
@@ -219,8 +223,10 @@ impl CredentialStore {
         self.load(spec, user, &key, None, Some(rejected)).await
     }
 
-    /// Drop a cached token.
+    /// Drop a cached token (and any quarantine): the next lookup reads the store. A
+    /// completed connect calls this for the user it stored a credential for.
     pub async fn invalidate(&self, spec: &CredentialSpec, user: Option<&str>) {
+        self.quarantine.release(spec, user);
         self.cache.invalidate(&Key::new(spec, user)).await;
     }
 
@@ -296,6 +302,7 @@ impl CredentialStore {
             oauth: &*self.oauth,
             secrets: &self.secrets,
             metrics: &self.metrics,
+            quarantine: &self.quarantine,
         };
         let token = match &spec.source {
             SourceSpec::Env { var } => env::fetch(var)?,

@@ -32,6 +32,7 @@ use crate::credentials::CredentialStore;
 use crate::identity::{Identifier, Identity};
 use crate::metrics::Metrics;
 use crate::policy::RouteTable;
+use crate::throttle::Throttle;
 use crate::tls::CertificateAuthority;
 
 /// Everything built from one config file. Replaced whole on reload; requests hold the
@@ -81,6 +82,8 @@ pub struct Shared {
     pub credentials: CredentialStore,
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
+    /// Rate budgets and upstream back-offs; kept across reloads.
+    pub throttle: Throttle,
     /// The bound proxy address (requests naming it are gateway requests, never dialled).
     pub proxy_addr: SocketAddr,
     pub shutdown: CancellationToken,
@@ -99,6 +102,7 @@ impl Shared {
             runtime: ArcSwap::from_pointee(runtime),
             credentials,
             audit,
+            throttle: Throttle::new(metrics.clone()),
             metrics,
             proxy_addr,
             shutdown: CancellationToken::new(),

@@ -145,6 +145,11 @@ async fn process(
     }
     authorize(rt, route.as_deref(), action, identity.as_ref())?;
     egress_intent(rt, &target, route.as_deref())?;
+    // throttle: the route's rate budget, and any upstream back-off still running.
+    let user = identity.as_ref().map(|i| &*i.user);
+    if let Some(r) = &route {
+        shared.throttle.admit(r, user)?;
+    }
 
     // resolve: the credential for this route and user.
     let token = match (&route, action) {
@@ -219,7 +224,6 @@ async fn process(
             match (&route, &token) {
                 (Some(r), Some(rejected)) if first.status() == StatusCode::UNAUTHORIZED => {
                     drop(first);
-                    let user = identity.as_ref().map(|i| &*i.user);
                     let fresh = refreshed(shared, r, user, rejected).await?;
                     tracing::info!(route = %r.name, "upstream refused the credential; retrying once with a refreshed one");
                     let (q, s) =
@@ -239,6 +243,11 @@ async fn process(
         ex.upstream = Some(started.elapsed());
     }
     let mut resp = sent?;
+    if let (Some(r), Some(_)) = (&route, &token) {
+        shared
+            .throttle
+            .observe(r, user, resp.status(), resp.headers());
+    }
     headers::strip_hop_by_hop(resp.headers_mut(), false);
     *resp.version_mut() = http::Version::HTTP_11;
     // The status line is sidekey's: a custom upstream reason phrase is not relayed.

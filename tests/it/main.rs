@@ -5,7 +5,8 @@
 //! * Areas: `spine` (policy, injection, audit, streaming, lifecycle), `https`
 //!   (interception with real clients), `vault` (OpenBao-backed credentials), `jwt`
 //!   (verified identity), `ops` (metrics, reload, drain), `hardening` (egress, protocol,
-//!   leaks, regressions), `check_cli`, `config_files`, `deploy_manifests`.
+//!   leaks, regressions), `policy` (explain, report mode, rate limits, upstream
+//!   back-off, credential quarantine), `check_cli`, `config_files`, `deploy_manifests`.
 //!
 //! Run one area with `cargo test --test it spine::`.
 
@@ -21,5 +22,6 @@ mod hardening;
 mod https;
 mod jwt;
 mod ops;
+mod policy;
 mod spine;
 mod vault;

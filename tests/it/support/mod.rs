@@ -6,6 +6,7 @@
 //! * [`assert`] holds contract checks shared by several test files.
 //! * HTTPS: [`TlsUpstream`] (a recording TLS upstream), [`test_ca`] and [`SidekeyCa`],
 //!   [`processes`] (curl, Python clients), [`tunnel`] (raw CONNECT), [`websocket`].
+//! * [`SlowDownUpstream`] answers 429/503 with `Retry-After` on request and counts hits.
 //!
 //! Every test builds its own instances; nothing uses a fixed port, so tests run in
 //! parallel safely.
@@ -16,6 +17,7 @@ pub mod body;
 pub mod client;
 pub mod processes;
 pub mod sidekey;
+pub mod slowdown;
 pub mod test_ca;
 pub mod tls_upstream;
 pub mod tunnel;
@@ -27,6 +29,7 @@ pub use body::*;
 pub use client::*;
 pub use processes::*;
 pub use sidekey::*;
+pub use slowdown::*;
 pub use test_ca::*;
 pub use tls_upstream::*;
 pub use tunnel::*;
