@@ -197,4 +197,27 @@ mod tests {
             assert!(l.len() <= 100, "{} budgets held", l.len());
         });
     }
+
+    #[test]
+    fn an_idle_budget_is_dropped_after_its_period() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = Limiter::new(MAX_BUDGETS);
+            let r = RateSpec {
+                per: Duration::from_millis(20),
+                ..rate(5, 1)
+            };
+            let _ = l.take(user("alice"), &r);
+            assert_eq!(l.len(), 1);
+            // moka expires on its own (real) clock: poll, with a generous bound.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while l.len() > 0 {
+                assert!(std::time::Instant::now() < deadline, "never expired");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+    }
 }
