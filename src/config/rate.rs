@@ -89,19 +89,19 @@ impl fmt::Display for RateSpec {
 /// The longest `per` accepted: budgets are kept in memory, per process.
 const MAX_PER: Duration = Duration::from_secs(24 * 3600);
 
-/// Validate `routes[i].rate` (`at` is `routes[i]`) for a route of `action` that
-/// has (or has not) a credential.
+/// Validate `routes[i].rate` (`at` is `routes[i]`) for a route of `action` (`None`
+/// when its `auth:` is itself invalid) that has (or has not) a credential.
 pub(super) fn rate(
     p: &mut Problems,
     at: &str,
     raw: Option<&RawRate>,
-    action: Action,
+    action: Option<Action>,
     has_credential: bool,
 ) -> Option<RateSpec> {
     let raw = raw?;
     let at = format!("{at}.rate");
     let before = p.0.len();
-    if action == Action::Deny {
+    if action == Some(Action::Deny) {
         p.push(&at, "has no effect on an `auth: deny` route");
     }
     let limit = match u32::try_from(raw.limit).ok().and_then(NonZeroU32::new) {
@@ -137,7 +137,7 @@ pub(super) fn rate(
             RateKey::default()
         }
     };
-    if key == RateKey::Credential && !has_credential && action != Action::Deny {
+    if key == RateKey::Credential && !has_credential && action.is_some_and(|a| a != Action::Deny) {
         p.push(
             format!("{at}.key"),
             "`credential` needs a route with a credential (claw or assistant)",
@@ -229,15 +229,12 @@ mod tests {
             ),
             (
                 "{limit: 5, per: 1m, burst: 3}",
-                "routes[0].rate.burst: routes[0].rate: unknown field `burst`",
+                "routes[0].rate.burst: unknown field `burst`",
             ),
-            (
-                "{per: 1m}",
-                "routes[0].rate: routes[0].rate: missing field `limit`",
-            ),
+            ("{per: 1m}", "routes[0].rate: missing field `limit`"),
             (
                 "{limit: -1, per: 1m}",
-                "routes[0].rate.limit: routes[0].rate.limit: invalid type: integer `-1`",
+                "routes[0].rate.limit: invalid type: integer `-1`",
             ),
         ];
         for (rate, want) in cases {
