@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `ca init`, `ca env`, `--version`.
+//! The command line: `run`, `check`, `explain`, `ca init`, `ca env`, `--version`.
 //!
 //! Exit codes: 0 ok, 2 invalid config or usage, 1 any other start-up failure.
 
@@ -36,6 +36,8 @@ enum Command {
     /// Manage the local CA used for HTTPS interception.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Explain which route, credential and decision one request would get (sends nothing).
+    Explain(crate::explain::command::ExplainArgs),
 }
 
 #[derive(Subcommand)]
@@ -63,6 +65,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(a) => check(&a.config),
         Command::Run(a) => run(&a.config),
+        Command::Explain(a) => crate::explain::command::run(a),
         Command::Ca(CaCommand::Init { out, force }) => {
             match crate::tls::CertificateAuthority::init_dir(&out, force) {
                 Ok((cert, key)) => {

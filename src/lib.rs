@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod explain;
 pub mod identity;
 pub mod logging;
 pub mod memory;

@@ -217,7 +217,7 @@ struct RouteMetrics {
 }
 
 const AUTH_CONTEXTS: [&str; 3] = ["system_service", "user_delegated", "none"];
-const DECISIONS: [&str; 3] = ["allow", "deny", "error"];
+const DECISIONS: [&str; 4] = ["allow", "deny", "error", "report"];
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 fn outcome_index(auth_context: &str, decision: &str, class: &str) -> Option<usize> {

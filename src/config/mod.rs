@@ -24,7 +24,9 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use duration::parse_duration;
-pub use names::{Action, ClientAuth, DefaultAction, InjectForm, SourceKind, UnknownName, Word};
+pub use names::{
+    Action, ClientAuth, DefaultAction, Enforce, InjectForm, SourceKind, UnknownName, Word,
+};
 pub use rate::{RateKey, RateSpec};
 
 use crate::policy::RouteMatch;
@@ -337,6 +339,8 @@ pub struct RouteSpec {
     pub keep_client_headers: Vec<HeaderName>,
     /// `rate:`: the call budget enforced by `crate::throttle`.
     pub rate: Option<RateSpec>,
+    /// `enforce:`: `report` forwards the calls this route would refuse, uncredentialed.
+    pub enforce: Enforce,
 }
 
 impl RouteSpec {

@@ -165,6 +165,7 @@ pub struct RawRoute {
     pub connect_url: Option<String>,
     pub keep_client_headers: Option<Vec<String>>,
     pub rate: Option<super::rate::RawRate>,
+    pub enforce: Option<Word<super::Enforce>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,9 +10,9 @@ use http::{HeaderName, HeaderValue, Method};
 
 use super::raw::{RawConfig, RawGateway, RawInject, RawRoots, RawRoute, RawTls};
 use super::{
-    Action, Allow, Config, ConfigError, CredentialSpec, DefaultAction, Gateway, Inject, InjectForm,
-    Limits, Roots, RouteSpec, Timeouts, TlsConfig, Word, parse_duration, validate_credentials,
-    validate_identity,
+    Action, Allow, Config, ConfigError, CredentialSpec, DefaultAction, Enforce, Gateway, Inject,
+    InjectForm, Limits, Roots, RouteSpec, Timeouts, TlsConfig, Word, parse_duration,
+    validate_credentials, validate_identity,
 };
 use crate::policy::{HostPattern, PathGlob, RouteMatch};
 
@@ -412,6 +412,11 @@ fn routes(
             }
         }
         let rate = super::rate::rate(p, &at, r.rate.as_ref(), action, r.credential.is_some());
+        let enforce = r
+            .enforce
+            .as_ref()
+            .and_then(|w| p.word(&format!("{at}.enforce"), w))
+            .unwrap_or(Enforce::On);
         out.push(RouteSpec {
             name: Arc::from(name.as_str()),
             matcher,
@@ -424,6 +429,7 @@ fn routes(
             connect_url: r.connect_url,
             keep_client_headers,
             rate,
+            enforce,
         });
     }
     out

@@ -1,5 +1,6 @@
 //! The route decision: for one request, which route, what it says, and whether (and
-//! why) the call is refused. A pure function of the route table and the request, used
+//! why) the call is refused, or (report mode) would be refused and goes out
+//! uncredentialed instead. A pure function of the route table and the request, used
 //! by the proxy and the gateway (inner tunnel requests included) and by `explain`;
 //! CONNECT asks [`super::RouteTable::connect_plan`], which is derived from the same
 //! matcher.
@@ -8,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{MatchInput, RouteTable};
-use crate::config::{Action, Allow, DefaultAction, RouteSpec};
+use crate::config::{Action, Allow, DefaultAction, Enforce, RouteSpec};
 use crate::identity::Identity;
 
 /// Everything the decision depends on.
@@ -62,6 +63,9 @@ pub struct Decision {
     pub action: Action,
     /// Set when the call is refused.
     pub refusal: Option<Refusal>,
+    /// Report mode (`enforce: report`, `default: report`): the refusal enforcement
+    /// would answer with. The call goes out as `passthrough` would, with no credential.
+    pub reported: Option<Refusal>,
 }
 
 impl Decision {
@@ -83,23 +87,32 @@ pub fn decide(table: &RouteTable, default: DefaultAction, input: &DecisionInput<
         None => table.first_match(&input.request).cloned(),
     };
     let Some(route) = route else {
-        return match default {
-            DefaultAction::Deny => Decision {
-                route: None,
-                action: Action::Deny,
-                refusal: Some(Refusal::NoRoute),
-            },
-            DefaultAction::Passthrough => Decision {
-                route: None,
-                action: Action::Passthrough,
-                refusal: None,
-            },
+        let (action, refusal, reported) = match default {
+            DefaultAction::Deny => (Action::Deny, Some(Refusal::NoRoute), None),
+            DefaultAction::Passthrough => (Action::Passthrough, None, None),
+            DefaultAction::Report => (Action::Passthrough, None, Some(Refusal::NoRoute)),
+        };
+        return Decision {
+            route: None,
+            action,
+            refusal,
+            reported,
         };
     };
-    Decision {
-        action: route.action,
-        refusal: refusal(&route, input.identity),
-        route: Some(route),
+    match refusal(&route, input.identity) {
+        // Report mode never injects what enforcement would withhold: passthrough.
+        Some(r) if route.enforce == Enforce::Report => Decision {
+            route: Some(route),
+            action: Action::Passthrough,
+            refusal: None,
+            reported: Some(r),
+        },
+        refusal => Decision {
+            action: route.action,
+            refusal,
+            reported: None,
+            route: Some(route),
+        },
     }
 }
 
