@@ -166,8 +166,8 @@ pub fn explain(cfg: &Config, q: &Query) -> Result<Explanation, ExplainError> {
         .map_err(|_| ExplainError::Url(q.url.clone()))?;
     let absolute =
         uri.authority().is_some() && matches!(uri.scheme_str(), Some("http") | Some("https"));
-    if !absolute && !(uri.scheme().is_none() && uri.authority().is_none() && q.url.starts_with('/'))
-    {
+    let origin_form = uri.scheme().is_none() && uri.authority().is_none() && q.url.starts_with('/');
+    if !(absolute || origin_form) {
         return Err(ExplainError::Url(q.url.clone()));
     }
     let own = cfg.listen;
