@@ -1,10 +1,13 @@
-//! Policy you can reason about and roll out safely (issue 16): rate limits and
-//! upstream back-off (`rate`), credential quarantine after `invalid_grant` against a
-//! real OpenBao (`quarantine`), and `rate:` in `sidekey check` (`rate_check`).
+//! Policy you can reason about and roll out safely (issue 16): `sidekey explain` and
+//! its agreement with the running proxy (`explain`), report mode (`report`), rate
+//! limits and upstream back-off (`rate`), credential quarantine after `invalid_grant`
+//! against a real OpenBao (`quarantine`), and `rate:` in `sidekey check` (`rate_check`).
 
+mod explain;
 mod quarantine;
 mod rate;
 mod rate_check;
+mod report;
 
 use crate::support::*;
 
