@@ -1,0 +1,176 @@
+//! The README's quick example is true: `config/dev.yaml` (its ports made ephemeral)
+//! with `scripts/echo_upstream.py` as the upstream. A claw call's answer shows the
+//! injected token masked, while the echo upstream prints the real one it received; an
+//! assistant call injects the user's token; an unknown user gets `credential_missing`
+//! with the connect URL; an unrouted call `route_denied`; the gateway serves the echo.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// The echo upstream process; its stderr (the headers it received) captured.
+struct Echo {
+    child: Child,
+    printed: Arc<Mutex<String>>,
+}
+
+impl Echo {
+    fn start(port: u16) -> Echo {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/echo_upstream.py");
+        let mut child = Command::new(Tool::Python.path())
+            .arg(script)
+            .arg(port.to_string())
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start scripts/echo_upstream.py");
+        let printed = Arc::new(Mutex::new(String::new()));
+        let sink = printed.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let echo = Echo { child, printed };
+        echo.wait_for(&format!("echo upstream on http://127.0.0.1:{port}"));
+        echo
+    }
+
+    fn printed(&self) -> String {
+        self.printed.lock().unwrap().clone()
+    }
+
+    /// Waits until the echo upstream has printed `needle`.
+    fn wait_for(&self, needle: &str) {
+        let t0 = Instant::now();
+        while !self.printed().contains(needle) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the echo upstream never printed {needle:?}; it printed:\n{}",
+                self.printed()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies `from` (a directory tree) to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_quick_example_shows_the_injection() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let port = free_port();
+    let echo = Echo::start(port);
+
+    let dev = std::fs::read_to_string(root.join("config/dev.yaml")).unwrap();
+    let yaml = dev
+        .replace("\nlisten: 127.0.0.1:15080\n", "\nlisten: 127.0.0.1:0\n")
+        .replace(
+            "\nadmin_listen: 127.0.0.1:15090\n",
+            "\nadmin_listen: 127.0.0.1:0\n",
+        )
+        .replace("127.0.0.1:18080", &format!("127.0.0.1:{port}"));
+    for fixed in ["15080", "15090", "18080"] {
+        assert!(
+            !yaml.contains(fixed),
+            "config/dev.yaml changed shape: {fixed} still in it"
+        );
+    }
+    let dir = ConfigDir::new();
+    copy_tree(
+        &root.join("config/dev-secrets"),
+        &dir.path().join("dev-secrets"),
+    );
+    let sk = Sidekey::builder(&yaml).in_dir(dir).start_async().await;
+
+    let ready = http_get(sk.admin_addr, "/readyz").await;
+    assert_eq!((ready.status, ready.text().as_str()), (200, "ready\n"));
+
+    // claw: the answer has the injected token masked, the upstream got the real one.
+    let r = proxy_get(
+        sk.proxy_addr,
+        "http://echo.local/claw/hello",
+        &[("authorization", "Bearer agent-made-this-up")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let masked = format!("Bearer {}", "*".repeat("dev-echo-bot-token".len()));
+    assert_eq!(r.json()["headers"]["authorization"], masked.as_str());
+    echo.wait_for("--- GET /claw/hello");
+    echo.wait_for("    authorization: Bearer dev-echo-bot-token\n");
+    assert!(
+        !echo.printed().contains("agent-made-this-up"),
+        "the agent's own Authorization reached the upstream:\n{}",
+        echo.printed()
+    );
+
+    // assistant: alice's own token.
+    let r = proxy_get(
+        sk.proxy_addr,
+        "http://echo.local/me/notes",
+        &[("x-sidekey-user", "alice")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    echo.wait_for("    authorization: Bearer dev-notion-alice-token\n");
+
+    // a user with no stored credential.
+    let r = proxy_get(
+        sk.proxy_addr,
+        "http://echo.local/me/notes",
+        &[("x-sidekey-user", "carol")],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("x-sidekey-error"), Some("credential_missing"));
+    assert_eq!(
+        r.json()["connect_url"],
+        "http://localhost:3000/connect/notion?user=carol"
+    );
+
+    // nothing routes this path.
+    let r = proxy_get(sk.proxy_addr, "http://echo.local/admin", &[]).await;
+    assert_eq!(
+        (r.status, r.header("x-sidekey-error")),
+        (403, Some("route_denied"))
+    );
+
+    // gateway.
+    let r = gateway_request(sk.proxy_addr, "GET", "/echo/anything", &[], empty()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/anything");
+
+    // One audit record per call, and no token in anything sidekey wrote.
+    sk.wait_audit(5);
+    let out = sk.all_output();
+    for secret in ["dev-echo-bot-token", "dev-notion-alice-token"] {
+        assert!(!out.contains(secret), "{secret} in sidekey's output");
+    }
+}
