@@ -8,6 +8,7 @@
 //! is resolved: the credential is named with its source, never read.
 
 pub mod command;
+mod outcome;
 mod render;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use http::{Method, Request};
 
+pub use outcome::{Explanation, IdentityOutcome, IdentityVerdict, Outcome, RouteReason, Verdict};
 pub use render::{json, text};
 
 use crate::config::{Action, Config, Enforce};
@@ -31,114 +33,6 @@ pub struct Query {
     pub groups: Option<Vec<String>>,
     /// `--tool NAME` and the parsed `--args JSON` (MCP routes).
     pub tool: Option<(String, serde_json::Value)>,
-}
-
-/// One route tried, with why it did or did not match.
-pub struct RouteReason {
-    pub index: usize,
-    pub route: Arc<str>,
-    pub matched: bool,
-    pub why: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Allow,
-    Deny,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Allow => "allow",
-            Verdict::Deny => "deny",
-        }
-    }
-}
-
-/// What the identity meant for the decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdentityVerdict {
-    /// The route needs no identity (and none or one was given).
-    NotRequired,
-    /// The route needs one and none was given.
-    Missing,
-    /// The route's `allow:` admits it (or an assistant route has it).
-    Accepted,
-    /// Outside the route's `allow:`.
-    NotAllowed,
-}
-
-impl IdentityVerdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IdentityVerdict::NotRequired => "not_required",
-            IdentityVerdict::Missing => "missing",
-            IdentityVerdict::Accepted => "accepted",
-            IdentityVerdict::NotAllowed => "not_allowed",
-        }
-    }
-}
-
-pub struct IdentityOutcome {
-    pub user: Option<String>,
-    pub groups: Option<Vec<String>>,
-    pub verdict: IdentityVerdict,
-}
-
-impl IdentityOutcome {
-    fn describe(&self) -> String {
-        let who = match (&self.user, &self.groups) {
-            (Some(u), Some(g)) => format!("{u} (groups {})", g.join(",")),
-            (Some(u), None) => u.clone(),
-            (None, _) => "none".into(),
-        };
-        format!("{who}: {}", self.verdict.as_str().replace('_', " "))
-    }
-}
-
-pub struct Outcome {
-    pub decision: Verdict,
-    /// Report mode forwards this call uncredentialed; `error` is what enforcement says.
-    pub report: bool,
-    pub error: Option<&'static str>,
-    pub status: Option<u16>,
-    pub route: Option<Arc<str>>,
-    pub auth_context: &'static str,
-    pub credential: Option<Arc<str>>,
-    pub source: Option<&'static str>,
-    pub inject: Option<String>,
-    pub enforce: Enforce,
-    pub identity: IdentityOutcome,
-    pub tool: Option<String>,
-    pub note: String,
-}
-
-impl Outcome {
-    fn decision_label(&self) -> &'static str {
-        if self.report {
-            "report (allowed, uncredentialed)"
-        } else {
-            self.decision.as_str()
-        }
-    }
-}
-
-pub struct Explanation {
-    pub method: Method,
-    pub url: String,
-    pub tried: Vec<RouteReason>,
-    pub outcome: Outcome,
-}
-
-impl Explanation {
-    /// The command's exit code: 0 the call would go out, 1 it would be refused.
-    pub fn exit_code(&self) -> u8 {
-        match self.outcome.decision {
-            Verdict::Allow => 0,
-            Verdict::Deny => 1,
-        }
-    }
 }
 
 /// Why `explain` cannot evaluate the request (exit 2).
@@ -172,37 +66,10 @@ pub fn explain(cfg: &Config, q: &Query) -> Result<Explanation, ExplainError> {
     }
     let own = cfg.listen;
     let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-    let mut note = String::new();
     // HTTPS through the proxy: a CONNECT first, decided for the host alone.
-    let intercepted = match (https, uri.authority()) {
-        (true, Some(a)) => {
-            let host = crate::policy::canonical_host(a.host());
-            let port = a.port_u16().unwrap_or(443);
-            match table.connect_plan(&host, cfg.default_action) {
-                (ConnectPlan::Intercept, _) => {
-                    note = format!(
-                        "CONNECT {host}:{port} is intercepted; the inner request is decided below"
-                    );
-                    Some(Intercepted {
-                        host,
-                        port,
-                        identity: identity.clone(),
-                        sni_mismatch: false,
-                    })
-                }
-                (ConnectPlan::Tunnel, _) => {
-                    note = format!(
-                        "CONNECT {host}:{port} becomes a blind tunnel (every route for the host passes)"
-                    );
-                    None
-                }
-                (ConnectPlan::Deny, _) => {
-                    note = format!("CONNECT {host}:{port} is refused before any inner request");
-                    None
-                }
-            }
-        }
-        _ => None,
+    let (intercepted, note) = match (https, uri.authority()) {
+        (true, Some(a)) => connect_stage(cfg, &table, a, identity.as_ref()),
+        _ => (None, String::new()),
     };
     let mut builder = Request::builder().method(q.method.clone());
     builder = match (&intercepted, uri.authority()) {
@@ -301,33 +168,7 @@ fn decide(
             identity,
         },
     );
-    let tried = match &target.gateway {
-        Some(g) => vec![RouteReason {
-            index: index_of(cfg, &g.name),
-            route: g.name.clone(),
-            matched: true,
-            why: format!(
-                "gateway prefix {} covers the path; below it: {}",
-                g.gateway.as_ref().map_or("", |x| x.prefix.as_str()),
-                conditions(&g.matcher.check(&request))
-            ),
-        }],
-        None => {
-            let mut out = Vec::new();
-            for c in table.trace(request) {
-                out.push(RouteReason {
-                    index: index_of(cfg, &c.route.name),
-                    route: c.route.name.clone(),
-                    matched: c.matched,
-                    why: conditions(&c.conditions),
-                });
-                if c.matched {
-                    break;
-                }
-            }
-            out
-        }
-    };
+    let tried = tried(cfg, table, target, request);
     let egress = crate::proxy::egress::check_intent(cfg, target, d.route.as_deref()).err();
     let refusal = d.refusal.map(code_and_status);
     let refusal = refusal.or(egress.as_ref().map(|e| (e.code(), e.status().as_u16())));
@@ -339,23 +180,19 @@ fn decide(
         .filter(|_| injects);
     let verdict = identity_verdict(route, identity);
     if route.is_none() {
-        let s = format!("no route matched: default {}", cfg.default_action);
-        note = if note.is_empty() {
-            s
-        } else {
-            format!("{note}; {s}")
-        };
+        add_note(
+            &mut note,
+            format!("no route matched: default {}", cfg.default_action),
+        );
     }
-    if let (Some(r), true) = (
-        route.and_then(|r| r.rate.as_ref()),
-        injects || d.action == Action::Passthrough,
-    ) {
-        let s = format!("rate {r} applies (budgets are runtime state, not evaluated here)");
-        note = if note.is_empty() {
-            s
-        } else {
-            format!("{note}; {s}")
-        };
+    if let Some(r) = route
+        .and_then(|r| r.rate.as_ref())
+        .filter(|_| d.allowed() && d.reported.is_none())
+    {
+        add_note(
+            &mut note,
+            format!("rate {r} applies (budgets are runtime state, not evaluated here)"),
+        );
     }
     let tool = q.tool.as_ref().map(|(name, _)| {
         format!(
@@ -386,14 +223,7 @@ fn decide(
             inject: route
                 .filter(|_| injects)
                 .map(|r| r.effective_inject().to_string()),
-            enforce: route.map_or(
-                if cfg.default_action == crate::config::DefaultAction::Report {
-                    Enforce::Report
-                } else {
-                    Enforce::On
-                },
-                |r| r.enforce,
-            ),
+            enforce: route.map_or(default_enforce(cfg), |r| r.enforce),
             identity: IdentityOutcome {
                 user: q.user.clone(),
                 groups: q.groups.clone(),
@@ -403,6 +233,76 @@ fn decide(
             note,
         },
     }
+}
+
+/// The CONNECT an HTTPS call starts with: intercepted (the inner request is decided
+/// next), a blind tunnel, or refused; and a note saying which.
+fn connect_stage(
+    cfg: &Config,
+    table: &RouteTable,
+    authority: &http::uri::Authority,
+    identity: Option<&Identity>,
+) -> (Option<Intercepted>, String) {
+    let host = crate::policy::canonical_host(authority.host());
+    let port = authority.port_u16().unwrap_or(443);
+    match table.connect_plan(&host, cfg.default_action).0 {
+        ConnectPlan::Intercept => {
+            let note =
+                format!("CONNECT {host}:{port} is intercepted; the inner request is decided below");
+            let tunnel = Intercepted {
+                host,
+                port,
+                identity: identity.cloned(),
+                sni_mismatch: false,
+            };
+            (Some(tunnel), note)
+        }
+        ConnectPlan::Tunnel => (
+            None,
+            format!(
+                "CONNECT {host}:{port} becomes a blind tunnel (every route for the host passes)"
+            ),
+        ),
+        ConnectPlan::Deny => (
+            None,
+            format!("CONNECT {host}:{port} is refused before any inner request"),
+        ),
+    }
+}
+
+/// The routes tried, in file order, up to the one that matched: for a gateway
+/// request the route its prefix chose, else [`RouteTable::trace`].
+fn tried(
+    cfg: &Config,
+    table: &RouteTable,
+    target: &Target,
+    req: MatchInput<'_>,
+) -> Vec<RouteReason> {
+    if let Some(g) = &target.gateway {
+        return vec![RouteReason {
+            index: index_of(cfg, &g.name),
+            route: g.name.clone(),
+            matched: true,
+            why: format!(
+                "gateway prefix {} covers the path; below it: {}",
+                g.gateway.as_ref().map_or("", |x| x.prefix.as_str()),
+                conditions(&g.matcher.check(&req))
+            ),
+        }];
+    }
+    let mut out = Vec::new();
+    for c in table.trace(req) {
+        out.push(RouteReason {
+            index: index_of(cfg, &c.route.name),
+            route: c.route.name.clone(),
+            matched: c.matched,
+            why: conditions(&c.conditions),
+        });
+        if c.matched {
+            break;
+        }
+    }
+    out
 }
 
 /// The code and HTTP status the proxy answers a refusal with (`crate::error` is the
@@ -419,6 +319,21 @@ fn code_and_status(r: Refusal) -> (&'static str, u16) {
         },
     };
     (e.code(), e.status().as_u16())
+}
+
+fn add_note(note: &mut String, more: String) {
+    if !note.is_empty() {
+        note.push_str("; ");
+    }
+    note.push_str(&more);
+}
+
+/// What `default:` amounts to for a call no route matches.
+fn default_enforce(cfg: &Config) -> Enforce {
+    match cfg.default_action {
+        crate::config::DefaultAction::Report => Enforce::Report,
+        _ => Enforce::On,
+    }
 }
 
 fn index_of(cfg: &Config, name: &str) -> usize {
