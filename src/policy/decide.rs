@@ -220,6 +220,67 @@ routes:
     }
 
     #[test]
+    fn report_mode_forwards_what_it_would_refuse_uncredentialed() {
+        let yaml = YAML
+            .replace("default: deny", "default: report")
+            .replace("auth: deny}", "auth: deny, enforce: report}")
+            .replace(
+                "allow: {users: [ann]}}",
+                "allow: {users: [ann]}, enforce: report}",
+            );
+        let cfg = crate::config::from_str(&yaml, Path::new("t.yaml"), Path::new("/tmp"))
+            .unwrap_or_else(|e| panic!("fixture invalid: {e:?}"));
+        let t = RouteTable::new(&cfg.routes);
+        let (ann, bob) = (who("ann"), who("bob"));
+        let go = |m: Method, host: &str, path: &str, id: Option<&Identity>| {
+            decide(
+                &t,
+                cfg.default_action,
+                &DecisionInput {
+                    request: MatchInput {
+                        host,
+                        path,
+                        method: &m,
+                    },
+                    gateway: None,
+                    identity: id,
+                },
+            )
+        };
+        for (d, want) in [
+            (
+                go(Method::GET, "api.test", "/admin/x", Some(&ann)),
+                Refusal::RouteDenies,
+            ),
+            (
+                go(Method::POST, "api.test", "/x", Some(&bob)),
+                Refusal::UserNotAllowed,
+            ),
+            (
+                go(Method::POST, "api.test", "/x", None),
+                Refusal::IdentityRequired,
+            ),
+            (go(Method::GET, "other.test", "/", None), Refusal::NoRoute),
+        ] {
+            assert!(d.allowed(), "{d:?}");
+            assert_eq!(d.reported, Some(want));
+            assert_eq!(d.action, Action::Passthrough);
+            assert!(!d.injects(), "report mode never injects");
+        }
+        // What the policy allows is untouched; an enforced route still refuses.
+        let d = go(Method::POST, "api.test", "/x", Some(&ann));
+        assert!(d.injects() && d.reported.is_none());
+        let d = go(Method::GET, "api.test", "/x", None);
+        assert_eq!(d.refusal, Some(Refusal::IdentityRequired));
+        assert!(d.reported.is_none());
+        // CONNECT: a host whose only outcome is a reported refusal is tunnelled.
+        assert_eq!(
+            t.connect_plan("other.test", cfg.default_action).0,
+            super::super::ConnectPlan::Tunnel
+        );
+    }
+
+    #[test]
     fn trace_agrees_with_first_match() {
         let t = table();
         for (m, path) in [
