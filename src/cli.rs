@@ -1,4 +1,5 @@
-//! The command line: `run`, `check`, `ca init`, `ca env`, `mcp hash`, `--version`.
+//! The command line: `run`, `check`, `explain`, `ca init`, `ca env`, `mcp hash`,
+//! `--version`.
 //!
 //! Exit codes: 0 ok, 2 invalid config or usage, 1 any other start-up failure.
 
@@ -36,6 +37,8 @@ enum Command {
     /// Manage the local CA used for HTTPS interception.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Explain which route, credential and decision one request would get (sends nothing).
+    Explain(crate::explain::command::ExplainArgs),
     /// Tools for MCP routes.
     #[command(subcommand)]
     Mcp(McpCommand),
@@ -76,6 +79,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(a) => check(&a.config),
         Command::Run(a) => run(&a.config),
+        Command::Explain(a) => crate::explain::command::run(a),
         Command::Ca(CaCommand::Init { out, force }) => {
             match crate::tls::CertificateAuthority::init_dir(&out, force) {
                 Ok((cert, key)) => {

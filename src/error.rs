@@ -8,6 +8,8 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::throttle::Reason;
+
 /// A request that sidekey itself answers instead of the upstream.
 ///
 /// Messages are written by sidekey and never carry a secret value: callers pass
@@ -54,6 +56,24 @@ pub enum ProxyError {
     /// An MCP request body over `mcp.max_body_bytes`.
     #[error("the request body exceeds the MCP limit of {0} bytes")]
     BodyTooLarge(usize),
+    /// Held back by `crate::throttle`; `retry_after` is whole seconds, at least 1.
+    #[error("{}", rate_limited_message(route, *reason, *retry_after))]
+    RateLimited {
+        route: String,
+        reason: Reason,
+        retry_after: u64,
+    },
+}
+
+fn rate_limited_message(route: &str, reason: Reason, retry_after: u64) -> String {
+    match reason {
+        Reason::Limit => {
+            format!("route `{route}` is over its rate limit; retry after {retry_after} s")
+        }
+        Reason::Upstream => format!(
+            "the upstream of route `{route}` asked to slow down; retry after {retry_after} s"
+        ),
+    }
 }
 
 impl ProxyError {
@@ -74,6 +94,7 @@ impl ProxyError {
             Self::ToolDenied(_) => "tool_denied",
             Self::ToolChanged(_) => "tool_changed",
             Self::BodyTooLarge(_) => "body_too_large",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -94,6 +115,7 @@ impl ProxyError {
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::CredentialStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -111,6 +133,7 @@ impl ProxyError {
                 | Self::ToolDenied(_)
                 | Self::ToolChanged(_)
                 | Self::BodyTooLarge(_)
+                | Self::RateLimited { .. }
         )
     }
 
@@ -158,6 +181,9 @@ impl ProxyError {
                 HeaderValue::from_static("Bearer realm=\"sidekey\""),
             );
         }
+        if let Self::RateLimited { retry_after, .. } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         resp
     }
 }
@@ -180,5 +206,15 @@ mod tests {
         let resp: Response<Bytes> = ProxyError::UpstreamTimeout("5s".into()).to_response("r2");
         assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(resp.headers()["x-sidekey-error"], "upstream_timeout");
+        let limited = ProxyError::RateLimited {
+            route: "slack".into(),
+            reason: Reason::Upstream,
+            retry_after: 7,
+        };
+        let resp: Response<Bytes> = limited.to_response("r3");
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()["x-sidekey-error"], "rate_limited");
+        assert_eq!(resp.headers()["retry-after"], "7");
+        assert_eq!(limited.body("r3")["error"], "rate_limited");
     }
 }

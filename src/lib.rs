@@ -2,9 +2,9 @@
 //!
 //! The folders follow a request: `config` (YAML -> validated [`config::Config`]),
 //! `identity` (who the end user is), `policy` (which route, so what to do),
-//! `credentials` (the token for that route and user), `mcp` (tool policy on MCP
-//! routes), `proxy` (the listener and the
-//! request phases), then `audit` and `metrics`. `server` runs it all; `cli` is the
+//! `credentials` (the token for that route and user), `throttle` (rate budgets and
+//! upstream back-off), `mcp` (tool policy on MCP routes), `proxy` (the listener and
+//! the request phases), then `audit` and `metrics`. `server` runs it all; `cli` is the
 //! command line.
 
 pub mod admin;
@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod explain;
 pub mod identity;
 pub mod logging;
 pub mod mcp;
@@ -21,4 +22,5 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod throttle;
 pub mod tls;

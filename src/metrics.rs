@@ -32,6 +32,8 @@ pub struct Metrics {
     pub mcp_calls: IntCounterVec,
     /// `sidekey_mcp_tool_changes_total{route}`.
     pub mcp_tool_changes: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub credential_quarantines: IntCounterVec,
     /// Per-route handles for the routes of the config in force (see [`RouteMetrics`]).
     routes: ArcSwap<HashMap<Arc<str>, RouteMetrics>>,
 }
@@ -93,6 +95,20 @@ impl Metrics {
         )?;
         let open_connections =
             IntGauge::new("sidekey_open_connections", "Open client connections.")?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "sidekey_rate_limited_total",
+                "Calls answered 429 rate_limited instead of going upstream, by reason (limit: the route's rate; upstream: its Retry-After).",
+            ),
+            &["route", "reason"],
+        )?;
+        let credential_quarantines = IntCounterVec::new(
+            Opts::new(
+                "sidekey_credential_quarantines_total",
+                "(credential, user) pairs quarantined after invalid_grant: answered credential_expired without calling the token endpoint until the stored secret changes.",
+            ),
+            &["credential"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("sidekey_build_info", "Build information; always 1."),
             &["version"],
@@ -112,6 +128,8 @@ impl Metrics {
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(mcp_calls.clone()))?;
         registry.register(Box::new(mcp_tool_changes.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(credential_quarantines.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -124,6 +142,8 @@ impl Metrics {
             open_connections,
             mcp_calls,
             mcp_tool_changes,
+            rate_limited,
+            credential_quarantines,
             routes: ArcSwap::default(),
         })
     }
@@ -196,6 +216,16 @@ impl Metrics {
         self.mcp_tool_changes.with_label_values(&[route]).inc();
     }
 
+    pub fn rate_limited(&self, route: &str, reason: &str) {
+        self.rate_limited.with_label_values(&[route, reason]).inc();
+    }
+
+    pub fn credential_quarantined(&self, credential: &str) {
+        self.credential_quarantines
+            .with_label_values(&[credential])
+            .inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * 1024);
@@ -221,7 +251,7 @@ struct RouteMetrics {
 }
 
 const AUTH_CONTEXTS: [&str; 3] = ["system_service", "user_delegated", "none"];
-const DECISIONS: [&str; 3] = ["allow", "deny", "error"];
+const DECISIONS: [&str; 4] = ["allow", "deny", "error", "report"];
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 fn outcome_index(auth_context: &str, decision: &str, class: &str) -> Option<usize> {

@@ -8,6 +8,7 @@
 mod duration;
 mod minted;
 mod names;
+pub mod rate;
 pub mod raw;
 mod validate;
 mod validate_credentials;
@@ -28,9 +29,10 @@ use ipnet::IpNet;
 pub use duration::parse_duration;
 pub use minted::{GITHUB_API, GithubApp, GoogleServiceAccount, SigV4, TokenExchange};
 pub use names::{
-    Action, ClientAuth, DefaultAction, InjectForm, PinWord, SourceKind, ToolAction, ToolDefault,
-    UnknownName, Word,
+    Action, ClientAuth, DefaultAction, Enforce, InjectForm, PinWord, SourceKind, ToolAction,
+    ToolDefault, UnknownName, Word,
 };
+pub use rate::{RateKey, RateSpec};
 
 use crate::policy::RouteMatch;
 
@@ -363,6 +365,10 @@ pub struct RouteSpec {
     pub keep_client_headers: Vec<HeaderName>,
     /// Set when the upstream is an MCP server (see [`crate::mcp`]).
     pub mcp: Option<Arc<crate::mcp::McpConfig>>,
+    /// `rate:`: the call budget enforced by `crate::throttle`.
+    pub rate: Option<RateSpec>,
+    /// `enforce:`: `report` forwards the calls this route would refuse, uncredentialed.
+    pub enforce: Enforce,
 }
 
 impl RouteSpec {

@@ -131,6 +131,19 @@ keyword! {
     pub enum DefaultAction("default") {
         Deny = "deny",
         Passthrough = "passthrough",
+        /// Forwarded with no credential, audited as what `deny` would have refused.
+        Report = "report",
+    }
+}
+
+keyword! {
+    /// A route's `enforce:`: whether its refusals are enforced or only reported.
+    pub enum Enforce("enforce") {
+        /// Refusals are answered (the default).
+        On = "on",
+        /// A call the route would refuse goes out with no credential, audited
+        /// `decision: "report"` with the error enforcement would return.
+        Report = "report",
     }
 }
 

@@ -184,6 +184,8 @@ pub struct RawRoute {
     pub allow: Option<RawAllow>,
     pub connect_url: Option<String>,
     pub keep_client_headers: Option<Vec<String>>,
+    pub rate: Option<super::rate::RawRate>,
+    pub enforce: Option<Word<super::Enforce>>,
     pub mcp: Option<RawMcp>,
 }
 

@@ -10,9 +10,9 @@ use http::{HeaderName, HeaderValue, Method};
 
 use super::raw::{RawConfig, RawGateway, RawInject, RawRoots, RawRoute, RawTls};
 use super::{
-    Action, Allow, Config, ConfigError, CredentialSpec, DefaultAction, Gateway, Inject, InjectForm,
-    Limits, Roots, RouteSpec, Timeouts, TlsConfig, Word, parse_duration, validate_credentials,
-    validate_identity, validate_minted,
+    Action, Allow, Config, ConfigError, CredentialSpec, DefaultAction, Enforce, Gateway, Inject,
+    InjectForm, Limits, Roots, RouteSpec, Timeouts, TlsConfig, Word, parse_duration,
+    validate_credentials, validate_identity, validate_minted,
 };
 use crate::policy::{HostPattern, PathGlob, RouteMatch};
 
@@ -417,6 +417,12 @@ fn routes(
         let mcp = r
             .mcp
             .and_then(|m| super::validate_mcp::mcp(p, &format!("{at}.mcp"), m, base));
+        let rate = super::rate::rate(p, &at, r.rate.as_ref(), action, r.credential.is_some());
+        let enforce = r
+            .enforce
+            .as_ref()
+            .and_then(|w| p.word(&format!("{at}.enforce"), w))
+            .unwrap_or(Enforce::On);
         out.push(RouteSpec {
             name: Arc::from(name.as_str()),
             matcher,
@@ -429,6 +435,8 @@ fn routes(
             connect_url: r.connect_url,
             keep_client_headers,
             mcp,
+            rate,
+            enforce,
         });
     }
     out

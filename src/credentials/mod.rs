@@ -23,6 +23,7 @@ mod google_sa;
 mod key;
 mod mint_http;
 mod oauth;
+mod quarantine;
 mod refresh;
 mod secret_ref;
 pub mod template;
@@ -54,6 +55,7 @@ use crate::metrics::Metrics;
 use flights::Flights;
 use key::Key;
 pub use key::Subject;
+use quarantine::Quarantine;
 use refresh::Ctx;
 use secret_ref::SecretResolver;
 
@@ -140,6 +142,7 @@ pub struct CredentialStore {
     oauth: Arc<dyn TokenEndpoint>,
     mint: Arc<dyn MintEndpoint>,
     secrets: SecretResolver,
+    quarantine: Quarantine,
 }
 
 impl CredentialStore {
@@ -179,6 +182,7 @@ impl CredentialStore {
             kv,
             oauth,
             mint: Arc::new(backend::NoMintEndpoint),
+            quarantine: Quarantine::new(),
         }
     }
 
@@ -242,8 +246,10 @@ impl CredentialStore {
         self.load(spec, who, &key, None, Some(rejected)).await
     }
 
-    /// Drop a cached token.
+    /// Drop a cached token (and any quarantine): the next lookup reads the store. A
+    /// completed connect calls this for the user it stored a credential for.
     pub async fn invalidate(&self, spec: &CredentialSpec, user: Option<&str>) {
+        self.quarantine.release(spec, user);
         self.cache
             .invalidate(&Key::new(spec, Subject::user(user)))
             .await;
@@ -323,6 +329,7 @@ impl CredentialStore {
             mint: &*self.mint,
             secrets: &self.secrets,
             metrics: &self.metrics,
+            quarantine: &self.quarantine,
         };
         let token = match &spec.source {
             SourceSpec::Env { var } => env::fetch(var)?,

@@ -9,6 +9,9 @@
 //! used the refresh token a moment before us and has not written back yet): the
 //! secret is re-read for a short while before the credential is declared expired.
 //!
+//! A grant found dead is quarantined (`quarantine.rs`): until the stored secret
+//! changes, its lookups answer `Expired` without calling the token endpoint.
+//!
 //! Single-flight per (credential, user) is the store's job (`mod.rs`); this file runs
 //! one lookup. `sidekey_token_refreshes_total{result}`: `success`, `conflict` (another
 //! sidecar's tokens were used), `invalid_grant`, `error`, `write_error`.
@@ -20,6 +23,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::backend::{
     ClientCreds, Grant, Kv, KvError, MintEndpoint, OAuthError, SecretMap, TokenEndpoint,
 };
+use super::quarantine::Quarantine;
 use super::secret_ref::SecretResolver;
 use super::{CredError, EXPIRY_MARGIN, STALE_LIMIT, Token, format_expiry};
 use crate::config::{CredentialSpec, OAuthClient};
@@ -35,6 +39,7 @@ pub struct Ctx<'a> {
     pub mint: &'a dyn MintEndpoint,
     pub secrets: &'a SecretResolver,
     pub metrics: &'a Metrics,
+    pub quarantine: &'a Quarantine,
 }
 
 /// Read a `source: vault` credential at `path`, refreshing it when it is near expiry
@@ -50,6 +55,10 @@ pub async fn load_vault(
         .kv
         .ok_or_else(|| CredError::Unavailable("no `vault:` block configured".into()))?;
     let (token, data) = read(kv, path).await?;
+    let version = token.version.unwrap_or(0);
+    if ctx.quarantine.holds(spec, path, version) {
+        return Err(CredError::Expired);
+    }
     let due = match rejected {
         Some(r) => same_token(&token, r),
         None => token
@@ -68,7 +77,6 @@ pub async fn load_vault(
         };
     };
     let creds = client_creds(ctx.secrets, client).await?;
-    let version = token.version.unwrap_or(0);
     let name = &*spec.name;
     match ctx
         .oauth
@@ -111,10 +119,7 @@ pub async fn load_vault(
             }
             None => {
                 ctx.metrics.token_refresh(name, "invalid_grant");
-                tracing::warn!(
-                    credential = name,
-                    "refresh token rejected (invalid_grant): the user must reconnect"
-                );
+                ctx.quarantine.hold(spec, path, version, ctx.metrics);
                 Err(CredError::Expired)
             }
         },

@@ -251,6 +251,45 @@ async fn revoked_refresh_token_is_expired() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_dead_grant_is_quarantined_until_the_secret_changes() {
+    let r = rig_with(
+        Arc::new(MemKv::default()),
+        Arc::new(FakeOAuth::new(3600, &["rt-live"])),
+    );
+    r.kv.put("users/alice/notion", secret("old", "rt-dead", 0));
+    r.kv.put("users/bob/notion", secret("b", "rt-b", 3600));
+    let s = vault_spec(true);
+    for _ in 0..5 {
+        assert!(matches!(
+            r.store.get(&s, Some("alice")).await,
+            Err(CredError::Expired)
+        ));
+    }
+    assert_eq!(r.oauth.calls.load(Ordering::SeqCst), 1, "one token call");
+    let held = |m: &Metrics| {
+        m.credential_quarantines
+            .with_label_values(&["notion"])
+            .get()
+    };
+    assert_eq!(held(&r.metrics), 1);
+    assert!(r.store.get(&s, Some("bob")).await.is_ok(), "only alice's");
+    // A new version (a reconnect) releases it: the new grant is used.
+    r.kv.put("users/alice/notion", secret("old", "rt-live", 0));
+    let t = r.store.get(&s, Some("alice")).await.unwrap();
+    assert_eq!(t.access_token.expose_secret(), "at-1");
+    assert_eq!(r.oauth.calls.load(Ordering::SeqCst), 2);
+    // Dead again; an explicit invalidation (a completed connect) releases it too.
+    r.kv.put("users/carol/notion", secret("c", "rt-dead", 0));
+    assert!(r.store.get(&s, Some("carol")).await.is_err());
+    assert!(r.store.get(&s, Some("carol")).await.is_err());
+    assert_eq!(r.oauth.calls.load(Ordering::SeqCst), 3);
+    r.store.invalidate(&s, Some("carol")).await;
+    assert!(r.store.get(&s, Some("carol")).await.is_err());
+    assert_eq!(r.oauth.calls.load(Ordering::SeqCst), 4, "asked once more");
+    assert_eq!(held(&r.metrics), 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn reject_refreshes_once_for_all_callers() {
     let r = rig();
     r.kv.put("users/alice/notion", secret("old", "rt-0", 3600));

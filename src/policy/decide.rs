@@ -1,5 +1,6 @@
 //! The route decision: for one request, which route, what it says, and whether (and
-//! why) the call is refused. A pure function of the route table and the request, used
+//! why) the call is refused, or (report mode) would be refused and goes out
+//! uncredentialed instead. A pure function of the route table and the request, used
 //! by the proxy and the gateway (inner tunnel requests included) and by `explain`;
 //! CONNECT asks [`super::RouteTable::connect_plan`], which is derived from the same
 //! matcher.
@@ -8,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{MatchInput, RouteTable};
-use crate::config::{Action, Allow, DefaultAction, RouteSpec};
+use crate::config::{Action, Allow, DefaultAction, Enforce, RouteSpec};
 use crate::identity::Identity;
 
 /// Everything the decision depends on.
@@ -76,6 +77,9 @@ pub struct Decision {
     pub action: Action,
     /// Set when the call is refused.
     pub refusal: Option<Refusal>,
+    /// Report mode (`enforce: report`, `default: report`): the refusal enforcement
+    /// would answer with. The call goes out as `passthrough` would, with no credential.
+    pub reported: Option<Refusal>,
 }
 
 impl Decision {
@@ -100,27 +104,37 @@ pub fn decide(table: &RouteTable, default: DefaultAction, input: &DecisionInput<
                 route: None,
                 action: Action::Deny,
                 refusal: Some(Refusal::NoRoute),
+                reported: None,
             };
         }
     };
     let Some(route) = route else {
-        return match default {
-            DefaultAction::Deny => Decision {
-                route: None,
-                action: Action::Deny,
-                refusal: Some(Refusal::NoRoute),
-            },
-            DefaultAction::Passthrough => Decision {
-                route: None,
-                action: Action::Passthrough,
-                refusal: None,
-            },
+        let (action, refusal, reported) = match default {
+            DefaultAction::Deny => (Action::Deny, Some(Refusal::NoRoute), None),
+            DefaultAction::Passthrough => (Action::Passthrough, None, None),
+            DefaultAction::Report => (Action::Passthrough, None, Some(Refusal::NoRoute)),
+        };
+        return Decision {
+            route: None,
+            action,
+            refusal,
+            reported,
         };
     };
-    Decision {
-        action: route.action,
-        refusal: refusal(&route, input.identity),
-        route: Some(route),
+    match refusal(&route, input.identity) {
+        // Report mode never injects what enforcement would withhold: passthrough.
+        Some(r) if route.enforce == Enforce::Report => Decision {
+            route: Some(route),
+            action: Action::Passthrough,
+            refusal: None,
+            reported: Some(r),
+        },
+        refusal => Decision {
+            action: route.action,
+            refusal,
+            reported: None,
+            route: Some(route),
+        },
     }
 }
 
@@ -247,6 +261,67 @@ routes:
             assert_eq!(d.refusal, Some(Refusal::NoRoute), "default {default:?}");
             assert!(!d.injects());
         }
+    }
+
+    #[test]
+    fn report_mode_forwards_what_it_would_refuse_uncredentialed() {
+        let yaml = YAML
+            .replace("default: deny", "default: report")
+            .replace("auth: deny}", "auth: deny, enforce: report}")
+            .replace(
+                "allow: {users: [ann]}}",
+                "allow: {users: [ann]}, enforce: report}",
+            );
+        let cfg = crate::config::from_str(&yaml, Path::new("t.yaml"), Path::new("/tmp"))
+            .unwrap_or_else(|e| panic!("fixture invalid: {e:?}"));
+        let t = RouteTable::new(&cfg.routes);
+        let (ann, bob) = (who("ann"), who("bob"));
+        let go = |m: Method, host: &str, path: &str, id: Option<&Identity>| {
+            decide(
+                &t,
+                cfg.default_action,
+                &DecisionInput {
+                    request: MatchInput {
+                        host,
+                        path,
+                        method: &m,
+                    },
+                    gateway: Gateway::Proxy,
+                    identity: id,
+                },
+            )
+        };
+        for (d, want) in [
+            (
+                go(Method::GET, "api.test", "/admin/x", Some(&ann)),
+                Refusal::RouteDenies,
+            ),
+            (
+                go(Method::POST, "api.test", "/x", Some(&bob)),
+                Refusal::UserNotAllowed,
+            ),
+            (
+                go(Method::POST, "api.test", "/x", None),
+                Refusal::IdentityRequired,
+            ),
+            (go(Method::GET, "other.test", "/", None), Refusal::NoRoute),
+        ] {
+            assert!(d.allowed(), "{d:?}");
+            assert_eq!(d.reported, Some(want));
+            assert_eq!(d.action, Action::Passthrough);
+            assert!(!d.injects(), "report mode never injects");
+        }
+        // What the policy allows is untouched; an enforced route still refuses.
+        let d = go(Method::POST, "api.test", "/x", Some(&ann));
+        assert!(d.injects() && d.reported.is_none());
+        let d = go(Method::GET, "api.test", "/x", None);
+        assert_eq!(d.refusal, Some(Refusal::IdentityRequired));
+        assert!(d.reported.is_none());
+        // CONNECT: a host whose only outcome is a reported refusal is tunnelled.
+        assert_eq!(
+            t.connect_plan("other.test", cfg.default_action).0,
+            super::super::ConnectPlan::Tunnel
+        );
     }
 
     #[test]

@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use http::Method;
 
-pub use decide::{Decision, DecisionInput, Gateway, Refusal, decide};
+pub use decide::{Decision, DecisionInput, Gateway, Refusal, admits, decide};
 pub use path::{match_form, normalize};
 pub use pattern::{HostPattern, PathGlob, canonical_host};
 pub use route_match::{Condition, ConditionCheck, ConditionKind, MatchInput, RouteMatch};
 
-use crate::config::{Action, DefaultAction, RouteSpec};
+use crate::config::{Action, DefaultAction, Enforce, RouteSpec};
 
 /// One route tried against one request, for `explain`.
 #[derive(Debug, Clone)]
@@ -165,6 +165,8 @@ impl RouteTable {
             let r = &self.routes[idx];
             first.get_or_insert(r);
             match r.action {
+                // Report mode forwards what the route would deny, uncredentialed.
+                Action::Deny if r.enforce == Enforce::Report => pass = true,
                 Action::Deny => deny = true,
                 Action::Passthrough => pass = true,
                 Action::Claw | Action::Assistant => other = true,
@@ -179,7 +181,7 @@ impl RouteTable {
         if !covered {
             match default {
                 DefaultAction::Deny => deny = true,
-                DefaultAction::Passthrough => pass = true,
+                DefaultAction::Passthrough | DefaultAction::Report => pass = true,
             }
         }
         let plan = match (deny, pass, other) {

@@ -58,6 +58,7 @@ pub async fn handle(
         ))),
         ConnectPlan::Tunnel => {
             ex.action = Some(crate::config::Action::Passthrough);
+            ex.report = reported_tunnel(route.map(|r| &**r), rt.config.default_action);
             let named = super::egress::named_by_any_route(&rt.config, &host);
             super::egress::literal_ip_allowed(&rt.config, &host, named)?;
             let started = std::time::Instant::now();
@@ -162,4 +163,19 @@ async fn intercept(
         ..outer
     });
     listener::serve_connection_boxed(shared, TokioIo::new(tls), inner).await;
+}
+
+/// A tunnel that exists only because of report mode (the host's route is a
+/// report-mode `auth: deny`, or only `default: report` applies) is audited
+/// `decision: "report"` with the `route_denied` enforcement would answer.
+fn reported_tunnel(
+    first: Option<&crate::config::RouteSpec>,
+    default: crate::config::DefaultAction,
+) -> Option<&'static str> {
+    use crate::config::{Action, DefaultAction, Enforce};
+    let reported = match first {
+        Some(r) => r.action == Action::Deny && r.enforce == Enforce::Report,
+        None => default == DefaultAction::Report,
+    };
+    reported.then_some(crate::policy::Refusal::RouteDenies.code())
 }

@@ -35,6 +35,8 @@ pub struct Exchange {
     pub route: Option<Arc<RouteSpec>>,
     pub action: Option<Action>,
     pub error: Option<&'static str>,
+    /// Report mode: the code enforcement would have refused this call with.
+    pub report: Option<&'static str>,
     denied: bool,
     pub upstream: Option<Duration>,
     pub bytes_in: Arc<AtomicU64>,
@@ -67,6 +69,7 @@ impl Exchange {
             route: None,
             action: None,
             error: None,
+            report: None,
             denied: false,
             upstream: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
@@ -88,6 +91,7 @@ impl Exchange {
         copy.identity = self.identity.clone();
         copy.route = self.route.clone();
         copy.action = self.action;
+        copy.report = self.report;
         copy.upstream = self.upstream;
         copy.bytes_in = self.bytes_in.clone();
         self.skip = true;
@@ -101,6 +105,7 @@ impl Exchange {
 
     fn decision(&self) -> &'static str {
         match (self.error, self.denied) {
+            (None, _) if self.report.is_some() => "report",
             (None, _) => "allow",
             (Some(_), true) => "deny",
             (Some(_), false) => "error",
@@ -169,14 +174,16 @@ impl Exchange {
                 .and_then(|i| i.groups.as_ref())
                 .map(|g| g.iter().map(|s| bounded(s)).collect()),
             auth_context: self.action.map(Action::auth_context).unwrap_or("none"),
+            // A report-mode call carried no credential.
             credential: self
                 .route
                 .as_ref()
+                .filter(|_| self.report.is_none())
                 .and_then(|r| r.credential.as_ref())
                 .map(|c| &*c.name),
             route: self.route.as_ref().map(|r| &*r.name),
             decision,
-            error: self.error,
+            error: self.error.or(self.report),
             method: bounded(self.method.as_str()),
             scheme: self.scheme,
             host: bounded(&self.host),

@@ -35,6 +35,7 @@ use crate::credentials::CredentialStore;
 use crate::identity::{Identifier, Identity};
 use crate::metrics::Metrics;
 use crate::policy::RouteTable;
+use crate::throttle::Throttle;
 use crate::tls::CertificateAuthority;
 
 /// Everything built from one config file. Replaced whole on reload; requests hold the
@@ -86,6 +87,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// MCP tool pins (`tofu` and pin-file state), for the life of the process.
     pub mcp_pins: Arc<crate::mcp::PinStore>,
+    /// Rate budgets and upstream back-offs; kept across reloads.
+    pub throttle: Throttle,
     /// The bound proxy address (requests naming it are gateway requests, never dialled).
     pub proxy_addr: SocketAddr,
     pub shutdown: CancellationToken,
@@ -104,6 +107,7 @@ impl Shared {
             runtime: ArcSwap::from_pointee(runtime),
             credentials,
             audit,
+            throttle: Throttle::new(metrics.clone()),
             metrics,
             mcp_pins: Arc::default(),
             proxy_addr,

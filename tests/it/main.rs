@@ -9,9 +9,10 @@
 //!   (interception with real clients), `vault` (OpenBao-backed credentials), `jwt`
 //!   (verified identity), `ops` (metrics, reload, drain), `hardening` (egress, protocol,
 //!   leaks, regressions), `mcp` (MCP routes with the Python SDK), `minted` (GitHub App,
-//!   Google service account, token exchange, SigV4), `check_cli`, `config_files`,
-//!   `deploy_manifests`, `docs` (links stay inside the repository), `quickstart` (the
-//!   README's quick example is true).
+//!   Google service account, token exchange, SigV4), `policy` (explain, report mode,
+//!   rate limits, upstream back-off, credential quarantine), `check_cli`,
+//!   `config_files`, `deploy_manifests`, `docs` (links stay inside the repository),
+//!   `quickstart` (the README's quick example is true).
 //!
 //! Run one area with `cargo test --test it spine::`; the layout and how to add an area:
 //! CONTRIBUTING.md.
@@ -31,6 +32,7 @@ mod jwt;
 mod mcp;
 mod minted;
 mod ops;
+mod policy;
 mod quickstart;
 mod spine;
 mod vault;

@@ -31,6 +31,7 @@ pub(super) fn decide(
     ex.route = d.route.clone();
     // The default's refusal has no auth context: nothing matched.
     ex.action = (d.route.is_some() || d.allowed()).then_some(d.action);
+    ex.report = d.reported.map(Refusal::code);
     if let Some(refusal) = d.refusal {
         return Err(refusal_error(rt, refusal, &d, method, target));
     }

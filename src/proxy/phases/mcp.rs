@@ -6,8 +6,10 @@
 use hyper::body::Incoming;
 
 use super::Call;
+use crate::config::{Action, Enforce};
 use crate::error::ProxyError;
 use crate::identity::Identity;
+use crate::policy::Decision;
 use crate::proxy::exchange::Exchange;
 use crate::proxy::forward::UpstreamBody;
 use crate::proxy::{Runtime, Shared, replay};
@@ -29,24 +31,52 @@ pub(super) async fn read(
     Ok(replay::Arrived::Read(bytes))
 }
 
-/// Decide the POST's `tools/call`s by the route's tool rules and pins.
+/// Decide the POST's `tools/call`s by the route's tool rules and pins. On a route in
+/// report mode a policy refusal (`tool_denied`, `user_not_allowed`,
+/// `identity_required`) is recorded instead and the call goes out uncredentialed;
+/// `tool_changed` is a safety check, not policy, and is always enforced.
 pub(super) fn decide(
     shared: &Shared,
     rt: &Runtime,
     ex: &mut Exchange,
     identity: Option<&Identity>,
+    decision: &mut Decision,
 ) -> Result<(), ProxyError> {
     let (Some(call), Some(route)) = (ex.mcp.as_mut(), ex.route.as_deref()) else {
         return Ok(());
     };
     let header = rt.identifier.header();
-    crate::mcp::gate::decide(
+    let report = route.enforce == Enforce::Report;
+    let verdict = crate::mcp::gate::decide(
         call,
         route,
         identity,
         header,
         &shared.mcp_pins,
         &shared.metrics,
+    );
+    match verdict {
+        Err(e) if report && is_policy_refusal(&e) => {
+            for entry in ex.mcp.iter_mut().flat_map(|c| c.entries.iter_mut()) {
+                if entry.decision == "deny" {
+                    entry.decision = "report";
+                }
+            }
+            ex.report = ex.report.or(Some(e.code()));
+            decision.action = Action::Passthrough;
+            ex.action = Some(Action::Passthrough);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn is_policy_refusal(e: &ProxyError) -> bool {
+    matches!(
+        e,
+        ProxyError::ToolDenied(_)
+            | ProxyError::UserNotAllowed { .. }
+            | ProxyError::IdentityRequired { .. }
     )
 }
 

@@ -2,7 +2,8 @@
 //!
 //! `identify` (where it goes: [`super::target`]; who the end user is) -> `decide` (the
 //! route and whether the call may go: [`crate::policy::decide`]; on an MCP route the
-//! POST body is read first and its tool calls decided after: `mcp`) -> `resolve` (the
+//! POST body is read first and its tool calls decided after: `mcp`) -> `throttle` (the
+//! route's rate budget, an upstream back-off) -> `resolve` (the
 //! credential) -> `inject` (the upstream request) -> `forward` (send, with one
 //! refresh-and-retry on an assistant 401) -> `respond` (response hygiene; MCP tool
 //! lists filtered) -> audit
@@ -18,6 +19,7 @@ mod inject;
 mod mcp;
 mod resolve;
 mod respond;
+mod throttle;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -45,6 +47,12 @@ pub(super) struct Call {
     pub action: Action,
     /// The credential, on a route that injects.
     pub token: Option<Arc<Token>>,
+}
+
+impl Call {
+    pub fn user(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| &*i.user)
+    }
 }
 
 /// Entry point for every request on the proxy listener (and inside tunnels).
@@ -97,8 +105,9 @@ async fn process(
     ex.identity = identity.clone();
     let decision = decide::decide(rt, ex, &target, &parts.method, identity.as_ref());
     let body = mcp::read(ex, &mut parts, body).await?;
-    let decision = decision?;
-    mcp::decide(shared, rt, ex, identity.as_ref())?;
+    let mut decision = decision?;
+    mcp::decide(shared, rt, ex, identity.as_ref(), &mut decision)?;
+    throttle::admit(shared, &decision, identity.as_ref())?;
     let token = resolve::resolve(shared, &decision, identity.as_ref()).await?;
     let call = Call {
         target,
@@ -109,6 +118,7 @@ async fn process(
     };
     let prepared = inject::inject(rt, &call, &mut parts)?;
     let sent = forward::forward(shared, rt, conn, ex, &call, parts, body, prepared).await?;
+    throttle::observe(shared, &call, &sent);
     let resp = respond::respond(sent, call.route.as_deref())?;
     mcp::filter(shared, ex, &call, resp).await
 }

@@ -279,3 +279,73 @@ async fn bodies_that_are_not_jsonrpc_or_too_large_are_refused() {
         "issue 2"
     );
 }
+
+/// SPEC "Explaining and rolling out policy": on a route with `enforce: report` a
+/// `tools/call` the rules refuse goes out uncredentialed and is audited `report` with
+/// the code enforcement would answer; a tool the rules allow still gets the credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_mode_forwards_refused_tool_calls_uncredentialed() {
+    let up = McpServer::start(McpMode::Json, true, false);
+    let yaml = config(&up, "")
+        .replace(
+            "    credential: bot\n    mcp:\n",
+            "    credential: bot\n    enforce: report\n    mcp:\n",
+        )
+        .replace(
+            "        - {name: auth_digest}\n",
+            "        - {name: auth_digest, allow: {users: [alice]}}\n",
+        );
+    let sk = Sidekey::start(&yaml, &[("MCP_TOKEN", TOKEN)]);
+    // Refused by policy (no identity for an allow-listed tool): forwarded without it.
+    let resp = mcp_gateway_post(
+        sk.proxy_addr,
+        GW,
+        &call(json!(5), "auth_digest", json!({})),
+        &[],
+    )
+    .await;
+    assert!(resp.header("x-sidekey-error").is_none(), "{}", resp.text());
+    assert_eq!(result_text(&answer(&resp)), sha256_hex(""));
+    let rec = sk.audit_for(&request_id(&resp));
+    assert_eq!(
+        (rec["decision"].as_str(), rec["error"].as_str()),
+        (Some("report"), Some("identity_required")),
+        "{rec}"
+    );
+    assert!(rec["credential"].is_null(), "{rec}");
+    assert_eq!(
+        rec["mcp"],
+        json!([{"method": "tools/call", "tool": "auth_digest", "decision": "report"}])
+    );
+    // An `action: deny` rule: reported as tool_denied, the call still reaches the server.
+    let resp = mcp_gateway_post(
+        sk.proxy_addr,
+        GW,
+        &call(json!(6), "delete_repo", json!({"name": "x"})),
+        &[],
+    )
+    .await;
+    assert!(resp.header("x-sidekey-error").is_none(), "{}", resp.text());
+    assert_eq!(answer(&resp)["id"], 6);
+    let rec = sk.audit_for(&request_id(&resp));
+    assert_eq!(
+        (rec["decision"].as_str(), rec["error"].as_str()),
+        (Some("report"), Some("tool_denied")),
+        "{rec}"
+    );
+    // Allowed by the rules: injected as under enforcement.
+    let resp = mcp_gateway_post(
+        sk.proxy_addr,
+        GW,
+        &call(json!(7), "get_issue", json!({"number": 7})),
+        &[],
+    )
+    .await;
+    let rec = sk.audit_for(&request_id(&resp));
+    assert_eq!(rec["decision"], "allow", "{rec}");
+    assert_eq!(rec["credential"], "bot", "{rec}");
+    assert!(
+        !sk.all_output().contains(TOKEN),
+        "the credential leaked into the output"
+    );
+}

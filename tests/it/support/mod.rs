@@ -9,6 +9,7 @@
 //! * HTTPS: [`TlsUpstream`] (a recording TLS upstream), [`test_ca`] and [`SidekeyCa`],
 //!   [`processes`] (curl, Python clients), [`tunnel`] (raw CONNECT), [`websocket`].
 //! * MCP: [`McpServer`] (the Python SDK's FastMCP) and raw JSON-RPC posts.
+//! * [`SlowDownUpstream`] answers 429/503 with `Retry-After` on request and counts hits.
 //!
 //! * [`tools`]: the external programs (`bao`, the Python venv, `promtool`, `curl`), found
 //!   in one place; a missing one fails with the command to run (`scripts/test.sh`).
@@ -28,6 +29,7 @@ pub mod mcp_server;
 pub mod mint_server;
 pub mod processes;
 pub mod sidekey;
+pub mod slowdown;
 pub mod test_ca;
 pub mod tls_upstream;
 pub mod tools;
@@ -42,6 +44,7 @@ pub use mcp_server::*;
 pub use mint_server::*;
 pub use processes::*;
 pub use sidekey::*;
+pub use slowdown::*;
 pub use test_ca::*;
 pub use tls_upstream::*;
 pub use tools::*;
