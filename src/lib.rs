@@ -3,13 +3,14 @@
 //! The folders follow a request: `config` (YAML -> validated [`config::Config`]),
 //! `identity` (who the end user is), `policy` (which route, so what to do),
 //! `credentials` (the token for that route and user), `proxy` (the listener and the
-//! request phases), then `audit` and `metrics`. `server` runs it all; `cli` is the
-//! command line.
+//! request phases), then `audit` and `metrics`; `connect` lets users connect their
+//! own accounts (assistant onboarding). `server` runs it all; `cli` is the command line.
 
 pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod credentials;
 pub mod error;
 pub mod identity;

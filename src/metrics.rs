@@ -26,6 +26,7 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub credential_lookups: IntCounterVec,
     pub token_refreshes: IntCounterVec,
+    pub connects: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub open_connections: IntGauge,
     /// Per-route handles for the routes of the config in force (see [`RouteMetrics`]).
@@ -69,6 +70,13 @@ impl Metrics {
             ),
             &["credential", "result"],
         )?;
+        let connects = IntCounterVec::new(
+            Opts::new(
+                "sidekey_connect_total",
+                "Finished connect callbacks (users connecting their accounts), by result.",
+            ),
+            &["credential", "result"],
+        )?;
         let config_reloads = IntCounterVec::new(
             Opts::new("sidekey_config_reloads_total", "Config reloads, by result."),
             &["result"],
@@ -90,6 +98,7 @@ impl Metrics {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(credential_lookups.clone()))?;
         registry.register(Box::new(token_refreshes.clone()))?;
+        registry.register(Box::new(connects.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(build_info))?;
@@ -100,6 +109,7 @@ impl Metrics {
             upstream_duration,
             credential_lookups,
             token_refreshes,
+            connects,
             config_reloads,
             open_connections,
             routes: ArcSwap::default(),
@@ -160,6 +170,11 @@ impl Metrics {
         self.token_refreshes
             .with_label_values(&[credential, result])
             .inc();
+    }
+
+    /// One finished connect callback: `result` is connected | denied | error.
+    pub fn connect(&self, credential: &str, result: &str) {
+        self.connects.with_label_values(&[credential, result]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::raw::{RawCredential, RawSecretRef, RawVault};
 use super::validate::{Problems, parse_inject, resolve_path};
 use super::{
-    ClientAuth, CredentialSpec, OAuthClient, SecretRef, SourceSpec, VaultAuth, VaultConfig,
+    ClientAuth, Connectable, CredentialSpec, OAuthClient, SecretRef, SourceSpec, VaultAuth,
+    VaultConfig,
 };
 
 pub(super) fn vault(p: &mut Problems, raw: Option<RawVault>, base: &Path) -> Option<VaultConfig> {
@@ -106,15 +107,22 @@ pub(super) fn credentials(
     raw: BTreeMap<String, RawCredential>,
     base: &Path,
     have_vault: bool,
-) -> BTreeMap<String, Arc<CredentialSpec>> {
+) -> (
+    BTreeMap<String, Arc<CredentialSpec>>,
+    BTreeMap<String, Arc<Connectable>>,
+) {
     let mut out = BTreeMap::new();
+    let mut connectable = BTreeMap::new();
     for (name, c) in raw {
         let at = format!("credentials.{name}");
-        if let Some(spec) = credential(p, &at, &name, c, base, have_vault) {
+        if let Some((spec, conn)) = credential(p, &at, &name, c, base, have_vault) {
+            if let Some(conn) = conn {
+                connectable.insert(name.clone(), Arc::new(conn));
+            }
             out.insert(name, Arc::new(spec));
         }
     }
-    out
+    (out, connectable)
 }
 
 fn credential(
@@ -124,9 +132,9 @@ fn credential(
     c: RawCredential,
     base: &Path,
     have_vault: bool,
-) -> Option<CredentialSpec> {
+) -> Option<(CredentialSpec, Option<Connectable>)> {
     // Keys each source may carry besides the common ones (inject, connect_url, cache_ttl).
-    let present: [(&str, bool); 9] = [
+    let present: [(&str, bool); 10] = [
         ("env", c.env.is_some()),
         ("file", c.file.is_some()),
         ("path", c.path.is_some()),
@@ -136,11 +144,12 @@ fn credential(
         ("client_secret", c.client_secret.is_some()),
         ("scopes", c.scopes.is_some()),
         ("refresh", c.refresh.is_some()),
+        ("oauth", c.oauth.is_some()),
     ];
     let allowed: &[&str] = match c.source.as_str() {
         "env" => &["env"],
-        "file" => &["file"],
-        "vault" => &["path", "refresh"],
+        "file" => &["file", "oauth"],
+        "vault" => &["path", "refresh", "oauth"],
         "oauth_client_credentials" => &["token_url", "client_id", "client_secret", "scopes"],
         other => {
             p.push(format!("{at}.source"), format!("unknown source `{other}` (expected env, file, vault or oauth_client_credentials)"));
@@ -166,6 +175,20 @@ fn credential(
             format!("{at}.{key}"),
             format!("missing: needed by `source: {}`", c.source),
         )
+    };
+    if c.refresh.is_some() && c.oauth.is_some() {
+        p.push(
+            format!("{at}.refresh"),
+            "use either `refresh:` or `oauth:` (oauth includes refresh)",
+        );
+    }
+    let oauth = c
+        .oauth
+        .as_ref()
+        .and_then(|o| super::connect::oauth(p, &format!("{at}.oauth"), o, base, have_vault));
+    let (oauth_client, connectable) = match oauth {
+        Some((client, conn)) => (Some(client), conn),
+        None => (None, None),
     };
     let source = match c.source.as_str() {
         "env" => {
@@ -230,7 +253,10 @@ fn credential(
             if let Some(r) = &refresh {
                 check_url(p, &format!("{at}.refresh.token_url"), &r.token_url);
             }
-            SourceSpec::Vault { path, refresh }
+            SourceSpec::Vault {
+                path,
+                refresh: refresh.or(oauth_client),
+            }
         }
         _ => {
             let Some(token_url) = c.token_url else {
@@ -271,13 +297,14 @@ fn credential(
     if let Some(u) = &c.connect_url {
         check_url(p, &format!("{at}.connect_url"), u);
     }
-    Some(CredentialSpec::new(
-        name,
-        source,
-        inject,
-        c.connect_url,
-        cache_ttl,
-    ))
+    let spec = CredentialSpec::new(name, source, inject, c.connect_url, cache_ttl);
+    if connectable.is_some() && !spec.per_user() {
+        p.push(
+            format!("{at}.oauth.authorize_url"),
+            "a connectable credential stores one token per user: its path needs {user}",
+        );
+    }
+    Some((spec, connectable))
 }
 
 fn check_template(p: &mut Problems, at: &str, t: &str) {
@@ -287,7 +314,7 @@ fn check_template(p: &mut Problems, at: &str, t: &str) {
     }
 }
 
-fn check_url(p: &mut Problems, at: &str, u: &str) {
+pub(super) fn check_url(p: &mut Problems, at: &str, u: &str) {
     if !(u.starts_with("http://") || u.starts_with("https://"))
         || u.parse::<http::Uri>().is_err() && !u.contains("{user}")
     {
@@ -295,21 +322,21 @@ fn check_url(p: &mut Problems, at: &str, u: &str) {
     }
 }
 
-fn client_auth(p: &mut Problems, at: &str, v: Option<&str>) -> ClientAuth {
+pub(super) fn client_auth(p: &mut Problems, at: &str, v: Option<&str>) -> ClientAuth {
     match v {
         None | Some("basic") => ClientAuth::Basic,
-        Some("body") => ClientAuth::Body,
+        Some("post" | "body") => ClientAuth::Body,
         Some(other) => {
             p.push(
                 at,
-                format!("unknown client_auth `{other}` (expected basic or body)"),
+                format!("unknown client_auth `{other}` (expected basic or post)"),
             );
             ClientAuth::Basic
         }
     }
 }
 
-fn secret_ref(
+pub(super) fn secret_ref(
     p: &mut Problems,
     at: &str,
     r: &RawSecretRef,

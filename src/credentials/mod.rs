@@ -35,10 +35,13 @@ use moka::Expiry;
 use moka::future::Cache;
 use tokio::time::Instant;
 
-pub use backend::{Kv, TokenEndpoint};
+pub use backend::{ClientCreds, Kv, KvError, OAuthError, SecretMap, TokenEndpoint};
+pub(crate) use oauth::HttpTokenEndpoint;
 pub use token::{Token, format_expiry, parse_expiry};
 
-use crate::config::{Config, CredentialSpec, SourceSpec};
+use secrecy::SecretString;
+
+use crate::config::{Config, CredentialSpec, OAuthClient, SecretRef, SourceSpec};
 use crate::metrics::Metrics;
 use flights::Flights;
 use refresh::Ctx;
@@ -217,6 +220,21 @@ impl CredentialStore {
         }
         self.cache.invalidate(&key).await;
         self.load(spec, user, &key, None, Some(rejected)).await
+    }
+
+    /// The KV v2 store (Vault / OpenBao), when `vault:` is configured.
+    pub fn kv(&self) -> Option<&Arc<dyn Kv>> {
+        self.kv.as_ref()
+    }
+
+    /// Resolve a secret reference (`{env}`, `{file}`, `{vault, field}`) now.
+    pub async fn resolve_secret(&self, r: &SecretRef) -> Result<SecretString, CredError> {
+        self.secrets.resolve(r).await
+    }
+
+    /// An OAuth client's id and secret, resolved now.
+    pub async fn client_creds(&self, c: &OAuthClient) -> Result<ClientCreds, CredError> {
+        refresh::client_creds(&self.secrets, c).await
     }
 
     /// Drop a cached token.

@@ -16,7 +16,7 @@ use super::scrub::{ScrubBody, Secrets};
 use super::target::Target;
 use super::{ConnInfo, Runtime, Shared, connect, headers, inject, replay, target};
 use crate::config::{Action, CredentialSpec, DefaultAction, RouteSpec};
-use crate::credentials::{CredError, Token, template};
+use crate::credentials::{CredError, Token};
 use crate::error::ProxyError;
 use crate::identity::Identity;
 use crate::policy::MatchInput;
@@ -365,7 +365,7 @@ async fn resolve(
         .credentials
         .get(spec, user)
         .await
-        .map_err(|e| cred_error(e, route, spec, user))
+        .map_err(|e| cred_error(shared, e, route, spec, user))
 }
 
 /// After an upstream 401: a refreshed (or already rotated) token, or why there is none.
@@ -384,20 +384,17 @@ async fn refreshed(
         .credentials
         .reject(spec, user, rejected)
         .await
-        .map_err(|e| cred_error(e, route, spec, user))
+        .map_err(|e| cred_error(shared, e, route, spec, user))
 }
 
 fn cred_error(
+    shared: &Shared,
     e: CredError,
     route: &RouteSpec,
     spec: &CredentialSpec,
     user: Option<&str>,
 ) -> ProxyError {
-    let connect_url = || {
-        route
-            .effective_connect_url()
-            .map(|u| template::fill_url(u, user))
-    };
+    let connect_url = || crate::connect::connect_url(&shared.runtime().config, route, spec, user);
     match e {
         CredError::Missing => ProxyError::CredentialMissing {
             credential: spec.name.to_string(),

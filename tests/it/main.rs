@@ -5,7 +5,8 @@
 //! * Areas: `spine` (policy, injection, audit, streaming, lifecycle), `https`
 //!   (interception with real clients), `vault` (OpenBao-backed credentials), `jwt`
 //!   (verified identity), `ops` (metrics, reload, drain), `hardening` (egress, protocol,
-//!   leaks, regressions), `check_cli`, `config_files`, `deploy_manifests`.
+//!   leaks, regressions), `connect` (users connecting their accounts, against the real
+//!   oidc-provider), `check_cli`, `config_files`, `deploy_manifests`.
 //!
 //! Run one area with `cargo test --test it spine::`.
 
@@ -16,6 +17,7 @@ mod support;
 
 mod check_cli;
 mod config_files;
+mod connect;
 mod deploy_manifests;
 mod hardening;
 mod https;

@@ -14,6 +14,7 @@
 pub mod assert;
 pub mod body;
 pub mod client;
+pub mod connect;
 pub mod processes;
 pub mod sidekey;
 pub mod test_ca;
