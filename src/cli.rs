@@ -123,6 +123,25 @@ fn check(path: &Path) -> ExitCode {
         path.display(),
         cfg.routes.len()
     );
+    if let Some(c) = &cfg.connect {
+        let names: Vec<&str> = c.credentials.keys().map(String::as_str).collect();
+        println!(
+            "connect: links to {} ({}), pages {}; connectable: {}",
+            c.public_url,
+            if c.verify_user.is_some() {
+                "verify_user"
+            } else {
+                "no verify_user"
+            },
+            c.listen
+                .map_or("served elsewhere".into(), |l| format!("on {l}")),
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
     println!(
         "{:<4} {:<24} {:<44} {:<11} {:<20} INJECT",
         "#", "ROUTE", "MATCH", "AUTH", "CREDENTIAL"

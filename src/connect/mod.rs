@@ -30,7 +30,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use tokio::net::TcpListener;
@@ -41,6 +41,9 @@ use crate::credentials::{HttpTokenEndpoint, template};
 use crate::proxy::Shared;
 use flow::{COOKIE, Flows, Start, Step};
 use pages::Kind;
+
+/// How long a client has to send its request headers.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Query values and path segments: everything but RFC 3986 unreserved is escaped.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -117,9 +120,12 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: Cancellatio
                 let svc = svc.clone();
                 async move { Ok::<_, Infallible>(svc.handle(req).await) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), handler)
-                .await;
+            let mut b = auto::Builder::new(TokioExecutor::new());
+            // Browsers reach this listener from outside: a slow client cannot hold it.
+            b.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let _ = b.serve_connection(TokioIo::new(stream), handler).await;
         });
     }
 }

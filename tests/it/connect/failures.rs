@@ -277,3 +277,35 @@ async fn a_token_endpoint_that_is_down_is_a_502_page_and_nothing_stored() {
     );
     assert_eq!(sk.connect_total("notion-user", "error").await, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_credential_carries_a_link_and_reconnecting_replaces_it() {
+    let stack = Stack::start(3600);
+    let up = Upstream::start().await;
+    let sk = start(&stack, &up, "", None);
+    let old = crate::openbao::random_token("old-access");
+    std::fs::create_dir_all(sk.dir.path().join("tokens")).unwrap();
+    std::fs::write(
+        sk.dir.path().join("tokens/ivy.json"),
+        serde_json::json!({"access_token": old, "expires_at": 1_000_000_000}).to_string(),
+    )
+    .unwrap();
+    let r = sk.get("ivy", "http://api.test/v1/pages").await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["error"], "credential_expired", "{body}");
+    let link = body["connect_url"].as_str().unwrap();
+    assert!(
+        link.starts_with(&format!("{}/connect/notion-user?t=", stack.public_url())),
+        "{link}"
+    );
+    let page = browse(link, "ivy", &[]);
+    assert_eq!(page["status"], 200, "{page}");
+    let r = sk.get("ivy", "http://api.test/v1/pages").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let auth = up.last_auth().unwrap();
+    assert!(
+        auth.starts_with("Bearer ") && !auth.contains(&old),
+        "{auth}"
+    );
+}
