@@ -309,3 +309,38 @@ async fn an_expired_credential_carries_a_link_and_reconnecting_replaces_it() {
         "{auth}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_public_url_makes_the_cookie_secure() {
+    let stack = Stack::start(3600);
+    let up = Upstream::start().await;
+    let yaml = config(
+        &stack.connect_yaml(true, ""),
+        SOURCE,
+        &stack.oauth_yaml(None),
+        &up,
+        "",
+    )
+    .replace(
+        &format!("public_url: {}", stack.public_url()),
+        "public_url: https://agents.example.com",
+    );
+    let sk = Proc::start("run", &yaml, &[], &stack.env(&[]));
+    let r = sk.get("alice", "http://api.test/v1/pages").await;
+    let link = r.json()["connect_url"].as_str().unwrap().to_string();
+    let path = link
+        .strip_prefix("https://agents.example.com")
+        .unwrap_or_else(|| panic!("{link}"));
+    let r = sk.page(path, None).await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    let loc = r.headers["location"].to_str().unwrap();
+    assert!(
+        loc.contains("redirect_uri=https%3A%2F%2Fagents.example.com%2Fcallback"),
+        "{loc}"
+    );
+    let cookie = r.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+}
