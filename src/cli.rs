@@ -104,6 +104,12 @@ fn check(path: &Path) -> ExitCode {
             }
         }
     }
+    for e in cfg.runtime_problems() {
+        eprintln!(
+            "{}: warning: {e} in this environment (`sidekey run` needs it)",
+            path.display()
+        );
+    }
     for (name, c) in &cfg.credentials {
         if let config::SourceSpec::Env { var } = &c.source
             && std::env::var_os(var).is_none()
@@ -215,6 +221,13 @@ fn run(path: &Path, connect_only: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let problems = cfg.runtime_problems();
+    if !problems.is_empty() {
+        for e in &problems {
+            eprintln!("{}: {e}", path.display());
+        }
+        return ExitCode::from(2);
+    }
     if connect_only && cfg.connect.as_ref().and_then(|c| c.listen).is_none() {
         eprintln!(
             "{}: connect.listen: missing: `sidekey connect` serves the connect pages there",

@@ -212,6 +212,14 @@ async fn reload(shared: &Shared, file: &std::path::Path, own: &[std::net::Socket
             return;
         }
     };
+    let problems = cfg.runtime_problems();
+    if !problems.is_empty() {
+        for e in &problems {
+            tracing::error!(file = %file.display(), problem = %e, "config reload rejected; keeping the old config");
+        }
+        metrics.config_reloads.with_label_values(&["error"]).inc();
+        return;
+    }
     let old = shared.runtime();
     if cfg.listen != old.config.listen || cfg.admin_listen != old.config.admin_listen {
         tracing::warn!(

@@ -5,7 +5,10 @@
 //! A credential is *connectable* when its `oauth:` block has an `authorize_url`; its
 //! OAuth app then also refreshes the stored token (like `refresh:`). The signing key is
 //! read while the config loads, so `sidekey check` can refuse one shorter than
-//! [`MIN_SIGNING_KEY`] bytes; it is held in a self-redacting [`SecretSlice`].
+//! [`MIN_SIGNING_KEY`] bytes; it is held in a self-redacting [`SecretSlice`]. An
+//! environment variable that is not set where the config is *checked* is no error (one
+//! config validates on machines without every secret: `check` warns), but `run`,
+//! `connect` and a reload refuse it ([`Config::runtime_problems`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,7 +37,10 @@ pub struct ConnectConfig {
     pub public_url: String,
     /// Whether cookies get `Secure` (`public_url` is https).
     pub secure_cookie: bool,
-    pub signing_key: SecretSlice<u8>,
+    /// `None` when its environment variable is not set here (see the file doc).
+    pub signing_key: Option<SecretSlice<u8>>,
+    /// Where the key comes from (for messages; never the key).
+    pub signing_key_ref: SecretRef,
     pub link_ttl: Duration,
     pub verify_user: Option<VerifyUser>,
     /// The connectable credentials, by name.
@@ -199,7 +205,7 @@ pub(super) fn connect(
             String::new()
         }
     };
-    let signing_key = signing_key(p, raw.signing_key.as_ref(), base);
+    let (signing_key, signing_key_ref) = signing_key(p, raw.signing_key.as_ref(), base);
     let link_ttl = p.duration(
         "connect.link_ttl",
         raw.link_ttl.as_deref(),
@@ -239,46 +245,49 @@ pub(super) fn connect(
         secure_cookie: public_url.starts_with("https://"),
         public_url,
         signing_key,
+        signing_key_ref,
         link_ttl,
         verify_user,
         credentials,
     })
 }
 
-/// Read the signing key now (env or file), refusing a short or absent one.
-fn signing_key(p: &mut Problems, raw: Option<&RawSecretRef>, base: &Path) -> SecretSlice<u8> {
+/// Read the signing key now (env or file), refusing a short one or an unreadable file.
+fn signing_key(
+    p: &mut Problems,
+    raw: Option<&RawSecretRef>,
+    base: &Path,
+) -> (Option<SecretSlice<u8>>, SecretRef) {
     let at = "connect.signing_key";
-    let empty = || SecretSlice::from(Vec::new());
+    let none = SecretRef::Env(String::new());
     let Some(raw) = raw else {
         p.push(
             at,
             "missing: `{env: NAME}` or `{file: PATH}` with at least 32 bytes",
         );
-        return empty();
+        return (None, none);
     };
     if raw.vault.is_some() {
         p.push(
             at,
             "must be `{env: NAME}` or `{file: PATH}`: it is read when the config loads",
         );
-        return empty();
+        return (None, none);
     }
-    let key = match secret_ref(p, at, raw, base, false) {
-        SecretRef::Env(name) => match std::env::var(&name) {
+    let r = secret_ref(p, at, raw, base, false);
+    let key = match &r {
+        SecretRef::Env(name) => match std::env::var(name) {
             Ok(v) => v.trim().as_bytes().to_vec(),
-            Err(_) => {
-                p.push(at, format!("environment variable {name} is not set"));
-                return empty();
-            }
+            Err(_) => return (None, r),
         },
-        SecretRef::File(path) => match std::fs::read(&path) {
+        SecretRef::File(path) => match std::fs::read(path) {
             Ok(v) => v.trim_ascii().to_vec(),
             Err(e) => {
                 p.push(at, format!("cannot read {}: {}", path.display(), e.kind()));
-                return empty();
+                return (None, r);
             }
         },
-        SecretRef::Vault { .. } => return empty(),
+        SecretRef::Vault { .. } => return (None, r),
     };
     if key.len() < MIN_SIGNING_KEY {
         p.push(
@@ -289,5 +298,25 @@ fn signing_key(p: &mut Problems, raw: Option<&RawSecretRef>, base: &Path) -> Sec
             ),
         );
     }
-    SecretSlice::from(key)
+    (Some(SecretSlice::from(key)), r)
+}
+
+impl super::Config {
+    /// Problems that only matter where sidekey serves (`run`, `connect`, a reload):
+    /// a connect signing key whose environment variable is not set here.
+    pub fn runtime_problems(&self) -> Vec<super::ConfigError> {
+        match &self.connect {
+            Some(c) if c.signing_key.is_none() => {
+                let what = match &c.signing_key_ref {
+                    SecretRef::Env(name) => format!("environment variable {name} is not set"),
+                    _ => "the key cannot be read".into(),
+                };
+                vec![super::ConfigError {
+                    path: "connect.signing_key".into(),
+                    message: what,
+                }]
+            }
+            _ => Vec::new(),
+        }
+    }
 }

@@ -65,15 +65,10 @@ pub fn connect_url(
     user: Option<&str>,
 ) -> Option<String> {
     if let (Some(cc), Some(user)) = (&config.connect, user)
+        && let Some(key) = &cc.signing_key
         && cc.credentials.contains_key(&*spec.name)
     {
-        let t = link::mint(
-            &cc.signing_key,
-            &spec.name,
-            user,
-            cc.link_ttl,
-            SystemTime::now(),
-        );
+        let t = link::mint(key, &spec.name, user, cc.link_ttl, SystemTime::now());
         return Some(format!(
             "{}/connect/{}?t={t}",
             cc.public_url,
@@ -174,7 +169,10 @@ impl ConnectService {
             .find(|(k, _)| k == "t")
             .map(|(_, v)| v)
             .unwrap_or_default();
-        let link = match link::verify(&cc.signing_key, credential, &t, SystemTime::now()) {
+        let Some(key) = &cc.signing_key else {
+            return unavailable("The connect service has no signing key.");
+        };
+        let link = match link::verify(key, credential, &t, SystemTime::now()) {
             Ok(l) => l,
             Err(e) => {
                 tracing::info!(credential = %credential, reason = %e, "connect link refused");

@@ -94,7 +94,7 @@ impl Refusal {
         let what = match (credential, user) {
             (Some(c), Some(u)) => format!("Your {c} account was not connected for {u}."),
             (Some(c), None) => format!("Your {c} account was not connected."),
-            _ => "No account was connected.".to_string(),
+            _ => "The account was not connected.".to_string(),
         };
         let why = match self {
             Refusal::NoState => "The provider's answer carried no state.".to_string(),

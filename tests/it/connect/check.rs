@@ -94,3 +94,28 @@ fn the_deployed_connect_config_validates() {
     let (code, out, err) = Sidekey::check_in(&dir, text, &[("SIDEKEY_CONNECT_KEY", KEY)]);
     assert_eq!(code, 0, "{out}\n{err}");
 }
+
+/// An unset key variable: `check` passes with a warning (one config validates on
+/// machines without every secret), `run` and `connect` refuse to start (exit 2).
+#[test]
+fn an_unset_signing_key_warns_in_check_and_stops_run() {
+    let dir = ConfigDir::new();
+    let text = yaml(CONNECT, OAUTH);
+    let (code, out, err) = Sidekey::check_in(&dir, &text, &[("ID", "client")]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("warning: connect.signing_key: environment variable K is not set"),
+        "{err}"
+    );
+    for sub in ["run", "connect"] {
+        let (code, _, err) = Sidekey::run_args(
+            &[sub, "--config", dir.config_path().to_str().unwrap()],
+            &[("ID", "client")],
+        );
+        assert_eq!(code, 2, "{sub}: {err}");
+        assert!(
+            err.contains("connect.signing_key") && err.contains("not set"),
+            "{sub}: {err}"
+        );
+    }
+}
