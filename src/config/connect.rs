@@ -103,7 +103,7 @@ pub(super) fn oauth(
             .as_ref()
             .map(|s| secret_ref(p, &format!("{at}.client_secret"), s, base, have_vault)),
         scopes: raw.scopes.clone().unwrap_or_default(),
-        client_auth: client_auth(p, &format!("{at}.client_auth"), raw.client_auth.as_deref()),
+        client_auth: client_auth(p, &format!("{at}.client_auth"), raw.client_auth.as_ref()),
     };
     let reserved = [
         "response_type",

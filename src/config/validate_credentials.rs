@@ -8,9 +8,26 @@ use std::time::Duration;
 use super::raw::{RawCredential, RawSecretRef, RawVault};
 use super::validate::{Problems, parse_inject, resolve_path};
 use super::{
-    ClientAuth, Connectable, CredentialSpec, OAuthClient, SecretRef, SourceSpec, VaultAuth,
-    VaultConfig,
+    ClientAuth, Connectable, CredentialSpec, OAuthClient, SecretRef, SourceKind, SourceSpec,
+    VaultAuth, VaultConfig, Word,
 };
+
+/// The source-specific keys each source may carry (besides the common `inject`,
+/// `connect_url`, `cache_ttl`).
+fn source_keys(kind: SourceKind) -> &'static [&'static str] {
+    match kind {
+        SourceKind::Env => &["env"],
+        SourceKind::File => &["file", "oauth"],
+        SourceKind::Vault => &["path", "refresh", "oauth"],
+        SourceKind::OAuthClientCredentials => &[
+            "token_url",
+            "client_id",
+            "client_secret",
+            "scopes",
+            "client_auth",
+        ],
+    }
+}
 
 pub(super) fn vault(p: &mut Problems, raw: Option<RawVault>, base: &Path) -> Option<VaultConfig> {
     let raw = raw?;
@@ -133,8 +150,8 @@ fn credential(
     base: &Path,
     have_vault: bool,
 ) -> Option<(CredentialSpec, Option<Connectable>)> {
-    // Keys each source may carry besides the common ones (inject, connect_url, cache_ttl).
-    let present: [(&str, bool); 10] = [
+    let kind = p.word(&format!("{at}.source"), &c.source)?;
+    let present: [(&str, bool); 11] = [
         ("env", c.env.is_some()),
         ("file", c.file.is_some()),
         ("path", c.path.is_some()),
@@ -144,36 +161,22 @@ fn credential(
         ("client_secret", c.client_secret.is_some()),
         ("scopes", c.scopes.is_some()),
         ("refresh", c.refresh.is_some()),
+        ("client_auth", c.client_auth.is_some()),
         ("oauth", c.oauth.is_some()),
     ];
-    let allowed: &[&str] = match c.source.as_str() {
-        "env" => &["env"],
-        "file" => &["file", "oauth"],
-        "vault" => &["path", "refresh", "oauth"],
-        "oauth_client_credentials" => &["token_url", "client_id", "client_secret", "scopes"],
-        other => {
-            p.push(format!("{at}.source"), format!("unknown source `{other}` (expected env, file, vault or oauth_client_credentials)"));
-            return None;
-        }
-    };
+    let allowed = source_keys(kind);
     for (key, set) in present {
         if set && !allowed.contains(&key) {
             p.push(
                 format!("{at}.{key}"),
-                format!("not used by `source: {}`", c.source),
+                format!("not used by `source: {kind}`"),
             );
         }
-    }
-    if c.client_auth.is_some() && c.source != "oauth_client_credentials" {
-        p.push(
-            format!("{at}.client_auth"),
-            format!("not used by `source: {}`", c.source),
-        );
     }
     let missing = |p: &mut Problems, key: &str| {
         p.push(
             format!("{at}.{key}"),
-            format!("missing: needed by `source: {}`", c.source),
+            format!("missing: needed by `source: {kind}`"),
         )
     };
     if c.refresh.is_some() && c.oauth.is_some() {
@@ -190,8 +193,8 @@ fn credential(
         Some((client, conn)) => (Some(client), conn),
         None => (None, None),
     };
-    let source = match c.source.as_str() {
-        "env" => {
+    let source = match kind {
+        SourceKind::Env => {
             let Some(var) = c.env else {
                 missing(p, "env");
                 return None;
@@ -204,7 +207,7 @@ fn credential(
             }
             SourceSpec::Env { var }
         }
-        "file" => {
+        SourceKind::File => {
             let Some(f) = c.file else {
                 missing(p, "file");
                 return None;
@@ -213,7 +216,7 @@ fn credential(
                 template: resolve_path(base, &f),
             }
         }
-        "vault" => {
+        SourceKind::Vault => {
             if !have_vault {
                 p.push(
                     format!("{at}.source"),
@@ -247,7 +250,7 @@ fn credential(
                 client_auth: client_auth(
                     p,
                     &format!("{at}.refresh.client_auth"),
-                    r.client_auth.as_deref(),
+                    r.client_auth.as_ref(),
                 ),
             });
             if let Some(r) = &refresh {
@@ -258,7 +261,7 @@ fn credential(
                 refresh: refresh.or(oauth_client),
             }
         }
-        _ => {
+        SourceKind::OAuthClientCredentials => {
             let Some(token_url) = c.token_url else {
                 missing(p, "token_url");
                 return None;
@@ -281,7 +284,7 @@ fn credential(
                 client_id,
                 client_secret,
                 scopes: c.scopes.unwrap_or_default(),
-                client_auth: client_auth(p, &format!("{at}.client_auth"), c.client_auth.as_deref()),
+                client_auth: client_auth(p, &format!("{at}.client_auth"), c.client_auth.as_ref()),
             })
         }
     };
@@ -322,18 +325,8 @@ pub(super) fn check_url(p: &mut Problems, at: &str, u: &str) {
     }
 }
 
-pub(super) fn client_auth(p: &mut Problems, at: &str, v: Option<&str>) -> ClientAuth {
-    match v {
-        None | Some("basic") => ClientAuth::Basic,
-        Some("post" | "body") => ClientAuth::Body,
-        Some(other) => {
-            p.push(
-                at,
-                format!("unknown client_auth `{other}` (expected basic or post)"),
-            );
-            ClientAuth::Basic
-        }
-    }
+pub(super) fn client_auth(p: &mut Problems, at: &str, v: Option<&Word<ClientAuth>>) -> ClientAuth {
+    v.and_then(|w| p.word(at, w)).unwrap_or(ClientAuth::Basic)
 }
 
 pub(super) fn secret_ref(

@@ -221,7 +221,7 @@ fn build_request(
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(header::ACCEPT, "application/json");
     match c.client_auth {
-        ClientAuth::Body => {
+        ClientAuth::Post | ClientAuth::Body => {
             form.push(("client_id", creds.id.expose_secret()));
             if let Some(s) = &creds.secret {
                 form.push(("client_secret", s.expose_secret()));
