@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A tiny local OAuth 2.0 provider for the README's connect demo (development only).
 
-    python3 scripts/dev_oauth_provider.py [PORT]    # default 18081
+    python3 scripts/dev_oauth_provider.py [PORT [REDIRECT_URI]]
+    # defaults: 18081, http://127.0.0.1:15091/callback (config/dev.yaml's connect pages)
 
 It plays "Notion" for config/dev.yaml's `notion-user` credential: GET /authorize shows
 an Allow / Deny page, POST /authorize redirects back to sidekey's /callback with a code
@@ -102,5 +103,7 @@ class Provider(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 18081
+    if len(sys.argv) > 2:
+        REDIRECT_URI = sys.argv[2]
     print(f"dev OAuth provider on http://127.0.0.1:{port} (client {CLIENT_ID})", flush=True)
     ThreadingHTTPServer(("127.0.0.1", port), Provider).serve_forever()

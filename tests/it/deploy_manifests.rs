@@ -117,15 +117,7 @@ fn str_of(v: &Value) -> &str {
 // ---------------------------------------------------------------------------------
 
 fn validator() -> PathBuf {
-    let bin = root().join(".venv/bin/kubernetes-validate");
-    assert!(
-        bin.is_file(),
-        "{} is missing: this test runs the real Kubernetes schema validator. Run \
-         scripts/test.sh (it installs scripts/requirements-test.txt into .venv), or \
-         `.venv/bin/pip install kubernetes-validate`.",
-        bin.display()
-    );
-    bin
+    crate::support::Tool::KubernetesValidate.path()
 }
 
 #[test]

@@ -9,9 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-/// The line scripts/test.sh runs so `promtool` exists (Debian package `prometheus`).
-pub const PROMTOOL_INSTALL: &str = "command -v promtool >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)";
-
 /// A series' labels, sorted.
 type Labels = Vec<(String, String)>;
 
@@ -276,9 +273,9 @@ impl Exposition {
 }
 
 /// Runs `promtool check metrics` on `text`: (exit code, stdout + stderr).
-/// Panics with the install line when promtool is not installed.
+/// Fails the test with what to run when promtool is not installed (`support::Tool`).
 pub fn promtool_check(text: &str) -> (i32, String) {
-    let spawned = Command::new("promtool")
+    let spawned = Command::new(crate::support::Tool::Promtool.path())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -286,10 +283,6 @@ pub fn promtool_check(text: &str) -> (i32, String) {
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "promtool is not installed, so the /metrics exposition cannot be validated.\n\
-             Install it (Debian package `prometheus`), as scripts/test.sh should:\n  {PROMTOOL_INSTALL}"
-        ),
         Err(e) => panic!("cannot run promtool: {e}"),
     };
     child

@@ -4,13 +4,15 @@
 
 Starts at URL (a sidekey connect link), follows redirects by hand, answers the
 oidc-provider development login form with NAME (any password) and its consent form
-(or cancels it with --abort, which makes the provider answer error=access_denied).
+(or cancels it with --abort, which makes the provider answer error=access_denied), or
+the Allow / Deny page of scripts/dev_oauth_provider.py the same way.
 With --stop-at PREFIX the first redirect to a URL starting with PREFIX is not followed.
 --cookies FILE loads the cookie jar from FILE (if present) and saves it there at the end.
 Prints one JSON object: the final status, url, headers, body, every URL visited, and
 (with --stop-at) the URL it stopped at plus a Cookie header for it.
 """
 import argparse
+import html
 import json
 import os
 import re
@@ -69,6 +71,16 @@ def main():
                 resp = client.get(nxt)
                 continue
             body = resp.text
+            dev = re.search(r'<form method="post" action="([^"]+)">(.*?)</form>', body, re.S)
+            if resp.status_code == 200 and dev and 'name="decision"' in dev.group(2):
+                # scripts/dev_oauth_provider.py: Allow / Deny.
+                fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', dev.group(2)))
+                fields = {k: html.unescape(v) for k, v in fields.items()}
+                fields["decision"] = "deny" if a.abort else "allow"
+                action = urljoin(str(resp.url), dev.group(1))
+                resp = client.post(action, data=fields)
+                visited.append(action)
+                continue
             form = re.search(r'<form[^>]*action="([^"]+)"[^>]*>.*?name="prompt" value="(\w+)"', body, re.S)
             if resp.status_code == 200 and form:
                 action, prompt = urljoin(str(resp.url), form.group(1)), form.group(2)

@@ -162,7 +162,7 @@ async fn raw_baseline_request_is_proxied() {
 
 /// CL+TE: hyper follows RFC 9112 section 6.3 (Transfer-Encoding wins, Content-Length
 /// is dropped, the connection is closed after the response) before sidekey sees the
-/// request, so sidekey cannot answer 400 here (README, "differences"). What must hold:
+/// request, so sidekey cannot answer 400 here (docs/reference.md, "differences"). What must hold:
 /// the request is framed by its chunked body alone, nothing hidden in it reaches the
 /// upstream, and the connection is not reused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
-//! Harness for the JWT identity integration tests: runs the real `sidekey` binary on a
-//! config in a temp dir, talks HTTP to it as a forward proxy, and gives it a local
-//! recording upstream and a local JWKS server. Signing keys live in `keys.rs`.
+//! Harness for the JWT identity integration tests, a thin layer over `support`: the
+//! sidekey launcher (with this area's config head and a `prepare` hook for key and
+//! secret files), sync requests through the tests' one HTTP client, a recording
+//! upstream / JWKS server (`server.rs`), an OpenBao IdP (`openbao.rs`). Signing keys
+//! live in `keys.rs`.
 #![allow(dead_code)]
 
 pub mod keys;
@@ -9,147 +11,79 @@ mod server;
 
 pub use server::TestServer;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A running sidekey process. Killed on drop.
+use crate::support;
+pub use crate::support::free_port;
+
+/// A running sidekey process. Killed on drop; `Deref`s to [`support::Sidekey`].
 pub struct Sidekey {
-    child: Child,
+    inner: support::Sidekey,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
-    pub dir: tempfile::TempDir,
-    audit: Arc<Mutex<Vec<String>>>,
-    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Deref for Sidekey {
+    type Target = support::Sidekey;
+
+    fn deref(&self) -> &support::Sidekey {
+        &self.inner
+    }
 }
 
 impl Sidekey {
     /// Start sidekey on `body` (everything after `version`, `agent`, `listen` and
     /// `admin_listen`). `prepare` may write files (keys, secrets) into the config dir.
     pub fn start(body: &str, prepare: impl FnOnce(&Path)) -> Sidekey {
-        let dir = tempfile::tempdir().expect("tempdir");
-        prepare(dir.path());
-        let config = dir.path().join("sidekey.yaml");
-        let text = format!(
-            "version: 1\nagent: jwt-test-agent\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{body}"
-        );
-        std::fs::write(&config, text).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sidekey"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("SIDEKEY_LOG_FORMAT", "json")
-            .env("SIDEKEY_LOG", "info,sidekey=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sidekey");
-        let audit = Arc::new(Mutex::new(Vec::new()));
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().expect("stdout");
-        let sink = audit.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = logs.clone();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == "listening"
-                {
-                    let _ = tx.send(v);
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let Ok(ready) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _ = child.kill();
-            panic!(
-                "sidekey did not start; stderr:\n{}",
-                logs.lock().unwrap().join("\n")
-            );
-        };
-        let addr = |k: &str| {
-            ready[k]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("no `{k}` address in {ready}"))
-        };
+        let text = format!("{}{body}", support::yaml_head("jwt-test-agent"));
+        let inner = support::Sidekey::builder(&text).prepare(prepare).start();
         Sidekey {
-            proxy: addr("proxy"),
-            admin: addr("admin"),
-            child,
-            dir,
-            audit,
-            logs,
+            proxy: inner.proxy_addr,
+            admin: inner.admin_addr,
+            inner,
         }
     }
 
     /// Send `GET http://{host}{path}` through the proxy with extra headers.
     pub fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> Response {
-        let mut req =
-            format!("GET http://{host}{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        http_exchange(self.proxy, &req)
-    }
-
-    /// The audit record with this request id (waits for it to be written).
-    pub fn audit_for(&self, request_id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            for line in self.audit.lock().unwrap().iter() {
-                if let Ok(v) = serde_json::from_str::<Value>(line)
-                    && v["request_id"] == request_id
-                {
-                    return v;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no audit record for {request_id}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Everything sidekey wrote so far: stdout (audit) and stderr (logs).
-    pub fn all_output(&self) -> String {
-        let mut out = self.audit.lock().unwrap().join("\n");
-        out.push('\n');
-        out.push_str(&self.logs.lock().unwrap().join("\n"));
-        out
+        let url = format!("http://{host}{path}");
+        support::block_on(support::proxy_get(self.proxy, &url, headers)).into()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.inner.dir.path().join(name)
     }
 }
 
-impl Drop for Sidekey {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A parsed HTTP/1.1 response.
+/// A response read whole: status, headers (names lower-case), body as text.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl From<support::Resp> for Response {
+    fn from(r: support::Resp) -> Response {
+        Response {
+            status: r.status,
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: r.text(),
+        }
+    }
 }
 
 impl Response {
@@ -178,7 +112,8 @@ impl Response {
     }
 }
 
-/// A plain request to a local HTTP API (OpenBao), JSON body optional.
+/// A plain request to a local HTTP API (OpenBao), JSON body optional; `path` is the
+/// whole request path (`/v1/...`).
 pub fn api(
     addr: SocketAddr,
     method: &str,
@@ -186,74 +121,23 @@ pub fn api(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> Response {
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    if let Some(t) = token {
-        req.push_str(&format!("X-Vault-Token: {t}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    http_exchange(addr, &req)
-}
-
-/// One request on a fresh connection; reads until the server closes.
-pub fn http_exchange(addr: SocketAddr, request: &str) -> Response {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    // One request per connection: the proxy closes after answering.
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(request.as_bytes()).expect("send");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad response: {text:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
+    let path = path.strip_prefix("/v1/").unwrap_or(path);
+    let r = support::block_on(crate::openbao::bao_api(addr, method, path, body, token))
+        .unwrap_or_else(|e| panic!("{method} /v1/{path} on {addr}: {e}"));
     Response {
-        status,
-        headers,
-        body,
+        status: r.status,
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: r.body,
     }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// What the IdP puts in its tokens, as the config must expect it.

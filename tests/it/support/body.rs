@@ -146,3 +146,8 @@ pub fn channel_body() -> (mpsc::Sender<Bytes>, ReqBody) {
     let (tx, rx) = mpsc::channel(4);
     (tx, ChanBody::<std::io::Error>::new(rx).boxed())
 }
+
+/// A fixed body as the client's body type (for requests built with `Full`).
+pub fn full_body(b: Full<Bytes>) -> ReqBody {
+    b.map_err(|never| match never {}).boxed()
+}

@@ -1,7 +1,12 @@
-//! HTTP clients for tests, built on hyper's connection API so the request line is sent
-//! exactly as given: absolute-form through the forward proxy, origin-form to the
-//! gateway. One fresh connection per request.
+//! The HTTP client of the tests, built on hyper's connection API so the request line is
+//! sent exactly as given: absolute-form through the forward proxy, origin-form to the
+//! gateway. One fresh connection per request (or [`ProxyConn`] for keep-alive).
+//!
+//! Most helpers panic with what went wrong, which fails the calling test; [`try_request`]
+//! returns the error instead (for polling a server that is still starting). Sync code
+//! runs any of them with [`block_on`].
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -62,9 +67,63 @@ pub async fn send_raw(addr: SocketAddr, req: Request<ReqBody>) -> Response<Incom
     }
 }
 
+/// Sends `req` over a fresh HTTP/1.1 connection to `addr` and reads the whole response,
+/// within [`REQ_TIMEOUT`]; any failure (connect, protocol, timeout) is returned.
+pub async fn try_request(addr: SocketAddr, req: Request<ReqBody>) -> Result<Resp, String> {
+    let fut = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP/1.1 handshake with {addr}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request to {addr}: {e:?}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("response body from {addr}: {e}"))?;
+        Ok(Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: body.to_bytes().to_vec(),
+        })
+    };
+    tokio::time::timeout(REQ_TIMEOUT, fut)
+        .await
+        .map_err(|_| format!("no complete response from {addr} within {REQ_TIMEOUT:?}"))?
+}
+
+/// Runs `fut` to completion on a fresh current-thread runtime on its own thread, so
+/// sync tests and helpers can use this async client (inside an async test too).
+/// A panic in `fut` fails the caller with the same message.
+pub fn block_on<F>(fut: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("test client runtime")
+                .block_on(fut)
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// Builds a request. A `host` header is added from the URL's authority unless the
 /// caller supplies one (or `url` is origin-form, then from `default_host`).
-fn build(
+pub fn build(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
@@ -201,8 +260,8 @@ pub async fn next_data(body: &mut Incoming, timeout: Duration) -> Option<Bytes> 
 pub fn curl_via_proxy(proxy: SocketAddr, args: &[&str]) -> (u16, String, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let hdr = dir.path().join("h.txt");
-    let out = std::process::Command::new("curl")
-        .arg("-sS")
+    let mut cmd = std::process::Command::new(super::Tool::Curl.path());
+    cmd.arg("-sS")
         .arg("--max-time")
         .arg("30")
         .arg("--noproxy")
@@ -213,15 +272,9 @@ pub fn curl_via_proxy(proxy: SocketAddr, args: &[&str]) -> (u16, String, Vec<u8>
         .arg(&hdr)
         .arg("-w")
         .arg("\n%{http_code}")
-        .args(args)
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("https_proxy")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("ALL_PROXY")
-        .env_remove("all_proxy")
-        .output()
-        .expect("run curl");
+        .args(args);
+    super::processes::client_env(&mut cmd, &[]);
+    let out = cmd.output().expect("run curl");
     let mut body = out.stdout;
     let pos = body
         .iter()

@@ -2,10 +2,18 @@
 //!
 //! * [`Sidekey`] runs the real binary from a temp dir and captures every byte it writes.
 //! * [`Upstream`] is a recording hyper server standing in for the tool APIs.
-//! * [`client`] sends requests through the proxy (absolute-form) or to the gateway.
+//! * [`client`] sends requests through the proxy (absolute-form) or to the gateway: the
+//!   one HTTP client of the tests (the `openbao` and `jwt_support` helpers use it too).
 //! * [`assert`] holds contract checks shared by several test files.
 //! * HTTPS: [`TlsUpstream`] (a recording TLS upstream), [`test_ca`] and [`SidekeyCa`],
 //!   [`processes`] (curl, Python clients), [`tunnel`] (raw CONNECT), [`websocket`].
+//!
+//! * [`tools`]: the external programs (`bao`, the Python venv, `promtool`, `curl`), found
+//!   in one place; a missing one fails with the command to run (`scripts/test.sh`).
+//!
+//! The `openbao` and `jwt_support` modules are thin layers over this one: the same
+//! sidekey launcher ([`Sidekey::builder`]), the same recording [`Upstream`] (with a
+//! custom [`Responder`] for token endpoints and JWKS documents), the same client.
 //!
 //! Every test builds its own instances; nothing uses a fixed port, so tests run in
 //! parallel safely.
@@ -19,6 +27,7 @@ pub mod processes;
 pub mod sidekey;
 pub mod test_ca;
 pub mod tls_upstream;
+pub mod tools;
 pub mod tunnel;
 pub mod upstream;
 pub mod websocket;
@@ -30,6 +39,7 @@ pub use processes::*;
 pub use sidekey::*;
 pub use test_ca::*;
 pub use tls_upstream::*;
+pub use tools::*;
 pub use tunnel::*;
 pub use upstream::*;
 pub use websocket::*;
@@ -39,29 +49,8 @@ pub fn yaml_head(agent: &str) -> String {
     format!("version: 1\nagent: {agent}\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n")
 }
 
-/// Standard base64 (with padding), so tests need no extra crate.
+/// Standard base64 (with padding).
 pub fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(input)
 }

@@ -48,7 +48,8 @@ pub const PROXY_ENV: &[&str] = &[
     "no_proxy",
 ];
 
-fn client_env(cmd: &mut Command, env: &[(&str, &str)]) {
+/// Clears every proxy and CA variable for a client process, then sets `env`.
+pub fn client_env(cmd: &mut Command, env: &[(&str, &str)]) {
     for k in PROXY_ENV.iter().chain(CLIENT_ENV_CLEARED) {
         cmd.env_remove(k);
     }
@@ -156,7 +157,7 @@ impl CurlOut {
 pub fn curl(args: &[&str]) -> CurlOut {
     let dir = tempfile::tempdir().unwrap();
     let hdr = dir.path().join("h.txt");
-    let mut cmd = Command::new("curl");
+    let mut cmd = Command::new(super::Tool::Curl.path());
     cmd.arg("-sS")
         .arg("--max-time")
         .arg("60")
@@ -187,20 +188,9 @@ pub fn curl(args: &[&str]) -> CurlOut {
 }
 
 /// The Python interpreter with the test clients installed: `SIDEKEY_TEST_PYTHON`, else
-/// `$CARGO_MANIFEST_DIR/.venv/bin/python`. Panics (never skips) when missing.
+/// `$CARGO_MANIFEST_DIR/.venv/bin/python`. Fails the test (never skips) when missing.
 pub fn python() -> PathBuf {
-    let p = match std::env::var_os("SIDEKEY_TEST_PYTHON") {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
-    };
-    assert!(
-        p.exists(),
-        "the Python test clients are missing: {} does not exist. Run scripts/test.sh \
-         (creates .venv from scripts/requirements-test.txt) or set SIDEKEY_TEST_PYTHON \
-         to a python with httpx[http2], requests, slack_sdk and websockets.",
-        p.display()
-    );
-    p
+    super::Tool::Python.path()
 }
 
 /// `tests/py/<name>`.

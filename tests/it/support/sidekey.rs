@@ -1,10 +1,15 @@
-//! Runs the real `sidekey` binary for a test.
+//! Runs the real `sidekey` binary for a test: the one launcher of the test suite.
 //!
 //! [`ConfigDir`] is a fresh temp dir holding `sidekey.yaml` and any extra files (per-user
-//! credential files...). [`Sidekey::start`] spawns `sidekey run --config` with
-//! `SIDEKEY_LOG_FORMAT=json`, captures stdout (audit) and stderr (logs) completely via
-//! reader threads, and waits for the `"message":"listening"` line to learn the ports.
-//! [`Sidekey::check`] runs `sidekey check --config`.
+//! credential files...). [`Sidekey::builder`] (or the [`Sidekey::start`] shorthand)
+//! spawns `sidekey run --config` in one environment for every test: inherited, minus
+//! the variables that would steer it ([`SIDEKEY_ENV_CLEARED`] and the proxy
+//! variables), plus `SIDEKEY_LOG_FORMAT=json` and `SIDEKEY_LOG` =
+//! `$SIDEKEY_TEST_LOG` or [`DEFAULT_LOG`], then the test's own variables. It captures
+//! stdout (audit) and stderr (logs) completely via reader threads, waits up to
+//! [`START_TIMEOUT`] for the `"message":"listening"` line to learn the ports, and on a
+//! failing test prints the tail of both streams. [`Sidekey::check`] runs
+//! `sidekey check --config`.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -17,8 +22,31 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sidekey");
-pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Generous: the machine running the suite is shared and noisy.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub const AUDIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The log filter sidekey runs with unless `SIDEKEY_TEST_LOG` or the test says
+/// otherwise: sidekey's own debug lines (so leak checks see them), others at info.
+pub const DEFAULT_LOG: &str = "info,sidekey=debug";
+
+/// Variables a developer's shell may hold that would change what sidekey does; never
+/// inherited (a test sets what it needs explicitly). The proxy variables
+/// ([`PROXY_ENV`](super::processes::PROXY_ENV)) are cleared too.
+pub const SIDEKEY_ENV_CLEARED: &[&str] = &[
+    "SIDEKEY_CONFIG",
+    "SIDEKEY_LOG",
+    "SIDEKEY_LOG_FORMAT",
+    "SIDEKEY_WORKERS",
+    "SLACK_BOT_TOKEN",
+    "VAULT_ADDR",
+    "VAULT_TOKEN",
+    "VAULT_NAMESPACE",
+    "VAULT_CACERT",
+    "VAULT_SKIP_VERIFY",
+    "BAO_ADDR",
+    "BAO_TOKEN",
+];
 
 /// Name of the config file inside a [`ConfigDir`].
 pub const CONFIG_NAME: &str = "sidekey.yaml";
@@ -26,6 +54,12 @@ pub const CONFIG_NAME: &str = "sidekey.yaml";
 /// A temp dir for one sidekey instance's config and files.
 pub struct ConfigDir {
     dir: tempfile::TempDir,
+}
+
+impl Default for ConfigDir {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ConfigDir {
@@ -76,9 +110,65 @@ fn pump(mut r: impl Read + Send + 'static, buf: Buf) -> JoinHandle<()> {
 }
 
 fn clean_env(cmd: &mut Command) {
-    let own = ["SIDEKEY_CONFIG", "SIDEKEY_LOG", "SIDEKEY_LOG_FORMAT"];
-    for k in own.iter().chain(super::processes::PROXY_ENV) {
+    for k in SIDEKEY_ENV_CLEARED
+        .iter()
+        .chain(super::processes::PROXY_ENV)
+    {
         cmd.env_remove(k);
+    }
+}
+
+/// How to start one sidekey: [`Sidekey::builder`], then [`start`](Launch::start).
+pub struct Launch {
+    dir: Option<ConfigDir>,
+    yaml: String,
+    env: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// One more environment variable (after the standard ones, so it wins).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn envs(mut self, env: &[(&str, &str)]) -> Self {
+        for (k, v) in env {
+            self = self.env(k, v);
+        }
+        self
+    }
+
+    /// The log filter (`SIDEKEY_LOG`) for this instance.
+    pub fn log(self, filter: &str) -> Self {
+        self.env("SIDEKEY_LOG", filter)
+    }
+
+    /// Run in a prepared dir (extra files already written) instead of a fresh one.
+    pub fn in_dir(mut self, dir: ConfigDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// Lets the test write files (keys, secrets) into the config dir before the start.
+    pub fn prepare(mut self, f: impl FnOnce(&Path)) -> Self {
+        let dir = self.dir.take().unwrap_or_default();
+        f(dir.path());
+        self.dir = Some(dir);
+        self
+    }
+
+    /// Starts sidekey and waits for its listening line (panics, with its output, when
+    /// it exits or stays silent for [`START_TIMEOUT`]).
+    pub fn start(self) -> Sidekey {
+        Sidekey::launch(self)
+    }
+
+    /// [`start`](Self::start) for async tests: the wait runs off the runtime's threads.
+    pub async fn start_async(self) -> Sidekey {
+        tokio::task::spawn_blocking(move || self.start())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 }
 
@@ -113,13 +203,28 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 }
 
 impl Sidekey {
+    /// How to start sidekey on `config_yaml` (written to `sidekey.yaml` in its dir).
+    pub fn builder(config_yaml: &str) -> Launch {
+        Launch {
+            dir: None,
+            yaml: config_yaml.to_string(),
+            env: Vec::new(),
+        }
+    }
+
     /// Writes `config_yaml` to a fresh dir and starts sidekey with extra `env`.
     pub fn start(config_yaml: &str, env: &[(&str, &str)]) -> Sidekey {
-        Self::start_in(ConfigDir::new(), config_yaml, env)
+        Self::builder(config_yaml).envs(env).start()
     }
 
     /// Like [`Sidekey::start`] in a prepared dir (extra files already written).
     pub fn start_in(dir: ConfigDir, config_yaml: &str, env: &[(&str, &str)]) -> Sidekey {
+        Self::builder(config_yaml).in_dir(dir).envs(env).start()
+    }
+
+    fn launch(opts: Launch) -> Sidekey {
+        let dir = opts.dir.unwrap_or_default();
+        let config_yaml = opts.yaml.as_str();
         let cfg = dir.write_config(config_yaml);
         let mut cmd = Command::new(BIN);
         cmd.arg("run")
@@ -128,7 +233,9 @@ impl Sidekey {
             .current_dir(dir.path());
         clean_env(&mut cmd);
         cmd.env("SIDEKEY_LOG_FORMAT", "json");
-        for (k, v) in env {
+        let log = std::env::var("SIDEKEY_TEST_LOG").unwrap_or_else(|_| DEFAULT_LOG.to_string());
+        cmd.env("SIDEKEY_LOG", log);
+        for (k, v) in &opts.env {
             cmd.env(k, v);
         }
         cmd.stdin(Stdio::null())
@@ -202,6 +309,23 @@ impl Sidekey {
     /// Everything sidekey wrote to stderr so far.
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Everything sidekey wrote so far: stdout (audit), a newline, stderr (logs).
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout_text(), self.stderr_text())
+    }
+
+    /// How many stderr lines contain `needle`.
+    pub fn stderr_count(&self, needle: &str) -> usize {
+        self.stderr_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn stderr_has(&self, needle: &str) -> bool {
+        self.stderr_count(needle) > 0
     }
 
     /// Every complete stdout line that is a JSON object (the audit records).

@@ -37,9 +37,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::body::{ChanBody, pattern_matches};
+use super::body::ChanBody;
 use super::test_ca::*;
-use super::upstream::{KEEP_BODY, Recorded};
+use super::upstream::{Recorded, record};
 use super::websocket::*;
 
 // ---------------------------------------------------------------------------------------
@@ -322,46 +322,9 @@ async fn handle(
     sh: Arc<TlsShared>,
     mut req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().map(str::to_string);
-    let mut headers = Vec::new();
-    for (k, v) in req.headers().iter() {
-        headers.push((
-            k.as_str().to_string(),
-            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        ));
-    }
-    // HTTP/2 carries the host in `:authority` (the URI), not a Host header: record it
-    // under the pseudo-header name so tests can check what the upstream was asked for.
-    if let Some(a) = req.uri().authority() {
-        headers.push((":authority".to_string(), a.as_str().to_string()));
-    }
-    let mut body_len = 0u64;
-    let mut kept = Vec::new();
-    let mut is_pattern = true;
-    while let Some(frame) = req.body_mut().frame().await {
-        let Ok(frame) = frame else { break };
-        if let Ok(data) = frame.into_data() {
-            if is_pattern && !pattern_matches(body_len, &data) {
-                is_pattern = false;
-            }
-            if kept.len() < KEEP_BODY {
-                let take = (KEEP_BODY - kept.len()).min(data.len());
-                kept.extend_from_slice(&data[..take]);
-            }
-            body_len += data.len() as u64;
-        }
-    }
-    let rec = Recorded {
-        method: req.method().to_string(),
-        path: path.clone(),
-        query,
-        headers,
-        body_len,
-        body: kept.clone(),
-        body_is_pattern: is_pattern,
-        version: format!("{:?}", req.version()),
-    };
+    let rec = record(&mut req, true, None).await;
+    let path = rec.path.clone();
+    let kept = rec.body.clone();
     let ws_key = rec.header("sec-websocket-key").map(str::to_string);
     let content_type = rec.header("content-type").unwrap_or("").to_string();
     sh.requests.lock().unwrap().push(rec);

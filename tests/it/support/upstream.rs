@@ -15,10 +15,17 @@
 //!   send `data: second\n\n` (an SSE stream for streaming-through tests).
 //! * anything else — 200 `{"ok":true,"path":PATH}`.
 //!
+//! A test that needs other answers (a token endpoint, a JWKS document, a 401 for some
+//! tokens) gives [`Upstream::builder`] a [`Responder`]: it sees each [`Recorded`]
+//! request and returns the answer, or `None` for the behaviours above. The `openbao`
+//! and `jwt_support` servers are such responders.
+//!
 //! The server runs on its own thread and runtime, so it works from sync and async tests.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,10 +113,64 @@ pub fn pct_decode(s: &str) -> String {
 
 type RespBody = BoxBody<Bytes, Infallible>;
 
+/// What a [`Responder`] returns.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Response<Bytes>>> + Send>>;
+
+/// A custom answer: given the request as recorded, `Some(response)`, or `None` for the
+/// built-in behaviours. It may wait (a slow token endpoint).
+pub type Responder = Arc<dyn Fn(Recorded) -> ResponseFuture + Send + Sync>;
+
+/// Wraps a synchronous answer function as a [`Responder`].
+pub fn responder(
+    f: impl Fn(&Recorded) -> Option<Response<Bytes>> + Send + Sync + 'static,
+) -> Responder {
+    Arc::new(move |rec| {
+        let out = f(&rec);
+        let fut: ResponseFuture = Box::pin(async move { out });
+        fut
+    })
+}
+
+/// A JSON answer with `status`, for responders.
+pub fn json_response(status: u16, v: &serde_json::Value) -> Response<Bytes> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Bytes::from(v.to_string()))
+        .expect("JSON response")
+}
+
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
     live_body_bytes: AtomicU64,
     gate: watch::Receiver<bool>,
+    responder: Option<Responder>,
+}
+
+/// Options for [`Upstream::builder`].
+#[derive(Default)]
+pub struct UpstreamBuilder {
+    port: u16,
+    responder: Option<Responder>,
+}
+
+impl UpstreamBuilder {
+    /// Listen on this loopback port (to bring up a server sidekey was already told
+    /// about); default: a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Answer with `r` where it returns `Some`.
+    pub fn responder(mut self, r: Responder) -> Self {
+        self.responder = Some(r);
+        self
+    }
+
+    pub fn start(self) -> Upstream {
+        Upstream::serve(self)
+    }
 }
 
 /// A running recording upstream. Dropping it stops the server.
@@ -121,8 +182,18 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The recording upstream with the built-in behaviours, on a free port.
     pub fn start() -> Upstream {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Self::builder().start()
+    }
+
+    pub fn builder() -> UpstreamBuilder {
+        UpstreamBuilder::default()
+    }
+
+    fn serve(opts: UpstreamBuilder) -> Upstream {
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", opts.port))
+            .unwrap_or_else(|e| panic!("bind upstream on 127.0.0.1:{}: {e}", opts.port));
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
         let (gate_tx, gate_rx) = watch::channel(false);
@@ -130,6 +201,7 @@ impl Upstream {
             requests: Mutex::new(Vec::new()),
             live_body_bytes: AtomicU64::new(0),
             gate: gate_rx,
+            responder: opts.responder,
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let sh = shared.clone();
@@ -260,21 +332,30 @@ fn json_resp(status: StatusCode, path: &str) -> Response<RespBody> {
         .unwrap()
 }
 
-async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
-    let (parts, mut body) = req.into_parts();
-    let path = parts.uri.path().to_string();
-    let query = parts.uri.query().map(str::to_string);
+/// Reads `req`'s body to the end and records the request (shared with the TLS
+/// upstream). `with_authority` adds a `:authority` entry when the URI has one (HTTP/2).
+/// `live` counts body bytes as they arrive.
+pub async fn record(
+    req: &mut Request<Incoming>,
+    with_authority: bool,
+    live: Option<&AtomicU64>,
+) -> Recorded {
     let mut headers = Vec::new();
-    for (k, v) in parts.headers.iter() {
+    for (k, v) in req.headers().iter() {
         headers.push((
             k.as_str().to_string(),
             String::from_utf8_lossy(v.as_bytes()).into_owned(),
         ));
     }
+    // HTTP/2 carries the host in `:authority` (the URI), not a Host header: record it
+    // under the pseudo-header name so tests can check what the upstream was asked for.
+    if with_authority && let Some(a) = req.uri().authority() {
+        headers.push((":authority".to_string(), a.as_str().to_string()));
+    }
     let mut body_len = 0u64;
     let mut kept = Vec::new();
     let mut is_pattern = true;
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = req.body_mut().frame().await {
         let Ok(frame) = frame else { break };
         if let Ok(data) = frame.into_data() {
             if is_pattern && !pattern_matches(body_len, &data) {
@@ -285,22 +366,40 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Resp
                 kept.extend_from_slice(&data[..take]);
             }
             body_len += data.len() as u64;
-            sh.live_body_bytes
-                .fetch_add(data.len() as u64, Ordering::SeqCst);
+            if let Some(live) = live {
+                live.fetch_add(data.len() as u64, Ordering::SeqCst);
+            }
         }
     }
-    let rec = Recorded {
-        method: parts.method.to_string(),
-        path: path.clone(),
-        query: query.clone(),
+    Recorded {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().map(str::to_string),
         headers,
         body_len,
         body: kept,
         body_is_pattern: is_pattern,
-        version: format!("{:?}", parts.version),
-    };
+        version: format!("{:?}", req.version()),
+    }
+}
+
+async fn handle(
+    sh: Arc<Shared>,
+    mut req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let rec = record(&mut req, false, Some(&sh.live_body_bytes)).await;
+    let path = rec.path.clone();
+    let query = rec.query.clone();
     let auth = rec.header("authorization").map(str::to_string);
-    sh.requests.lock().unwrap().push(rec);
+    match &sh.responder {
+        Some(r) => {
+            sh.requests.lock().unwrap().push(rec.clone());
+            if let Some(resp) = r(rec).await {
+                return Ok(resp.map(|b| Full::new(b).boxed()));
+            }
+        }
+        None => sh.requests.lock().unwrap().push(rec),
+    }
 
     let q = query.as_deref();
     if path.starts_with("/slow") {
@@ -374,6 +473,11 @@ async fn handle(sh: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Resp
             .unwrap());
     }
     Ok(json_resp(StatusCode::OK, &path))
+}
+
+/// A loopback port with nothing listening (bound, read, released).
+pub fn free_port() -> u16 {
+    dead_port()
 }
 
 /// A loopback port with nothing listening (bound, read, released).
