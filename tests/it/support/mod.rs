@@ -8,6 +8,9 @@
 //! * HTTPS: [`TlsUpstream`] (a recording TLS upstream), [`test_ca`] and [`SidekeyCa`],
 //!   [`processes`] (curl, Python clients), [`tunnel`] (raw CONNECT), [`websocket`].
 //!
+//! * [`connect`]: the connect tests' own pieces: the npm `oidc-provider` under node, a
+//!   sidekey launcher that also runs `sidekey connect` and reports the connect listener,
+//!   and the cookie-keeping flow driver (`tests/py/connect_flow.py`).
 //! * [`tools`]: the external programs (`bao`, the Python venv, `promtool`, `curl`), found
 //!   in one place; a missing one fails with the command to run (`scripts/test.sh`).
 //!
