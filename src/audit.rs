@@ -105,6 +105,11 @@ impl AuditSink {
 
     /// Queue one record; it is written within [`WRITE_INTERVAL`].
     pub fn write(&self, record: &AuditRecord) {
+        self.write_event(record);
+    }
+
+    /// Queue any other audit line (the connect flow's `event: connect` records).
+    pub fn write_event(&self, record: &impl Serialize) {
         let mut buf = lock(&self.queue.buf);
         let before = buf.len();
         match serde_json::to_writer(&mut *buf, record) {

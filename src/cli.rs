@@ -1,5 +1,5 @@
-//! The command line: `run`, `check`, `explain`, `ca init`, `ca env`, `mcp hash`,
-//! `--version`.
+//! The command line: `run`, `check`, `explain`, `connect`, `ca init`, `ca env`,
+//! `mcp hash`, `--version`.
 //!
 //! Exit codes: 0 ok, 2 invalid config or usage, 1 any other start-up failure.
 
@@ -34,6 +34,8 @@ enum Command {
     Run(ConfigArg),
     /// Validate the config and print the routes table.
     Check(ConfigArg),
+    /// Serve only the connect pages (users connecting their accounts), on `connect.listen`.
+    Connect(ConfigArg),
     /// Manage the local CA used for HTTPS interception.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -78,7 +80,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(a) => check(&a.config),
-        Command::Run(a) => run(&a.config),
+        Command::Run(a) => run(&a.config, false),
+        Command::Connect(a) => run(&a.config, true),
         Command::Explain(a) => crate::explain::command::run(a),
         Command::Ca(CaCommand::Init { out, force }) => {
             match crate::tls::CertificateAuthority::init_dir(&out, force) {
@@ -128,6 +131,12 @@ fn check(path: &Path) -> ExitCode {
             }
         }
     }
+    for e in cfg.runtime_problems() {
+        eprintln!(
+            "{}: warning: {e} in this environment (`sidekey run` needs it)",
+            path.display()
+        );
+    }
     for (name, c) in &cfg.credentials {
         match &c.source {
             config::SourceSpec::Env { var } if std::env::var_os(var).is_none() => eprintln!(
@@ -151,6 +160,25 @@ fn check(path: &Path) -> ExitCode {
         cfg.routes.len(),
         cfg.default_action
     );
+    if let Some(c) = &cfg.connect {
+        let names: Vec<&str> = c.credentials.keys().map(String::as_str).collect();
+        println!(
+            "connect: links to {} ({}), pages {}; connectable: {}",
+            c.public_url,
+            if c.verify_user.is_some() {
+                "verify_user"
+            } else {
+                "no verify_user"
+            },
+            c.listen
+                .map_or("served elsewhere".into(), |l| format!("on {l}")),
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
     println!(
         "{:<4} {:<24} {:<44} {:<11} {:<20} INJECT",
         "#", "ROUTE", "MATCH", "AUTH", "CREDENTIAL"
@@ -182,12 +210,27 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(path: &Path) -> ExitCode {
+/// `sidekey run`, or with `connect_only` `sidekey connect`.
+fn run(path: &Path, connect_only: bool) -> ExitCode {
     crate::logging::init();
     let cfg = match load_or_report(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let problems = cfg.runtime_problems();
+    if !problems.is_empty() {
+        for e in &problems {
+            eprintln!("{}: {e}", path.display());
+        }
+        return ExitCode::from(2);
+    }
+    if connect_only && cfg.connect.as_ref().and_then(|c| c.listen).is_none() {
+        eprintln!(
+            "{}: connect.listen: missing: `sidekey connect` serves the connect pages there",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
     let runtime = match runtime_builder(worker_threads()).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -196,7 +239,11 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let listeners = crate::server::Listeners::bind(&cfg).await?;
+        let listeners = if connect_only {
+            crate::server::Listeners::bind_connect(&cfg).await?
+        } else {
+            crate::server::Listeners::bind(&cfg).await?
+        };
         crate::server::run(cfg, listeners, shutdown_signal()).await
     });
     match result {

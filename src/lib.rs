@@ -4,13 +4,14 @@
 //! `identity` (who the end user is), `policy` (which route, so what to do),
 //! `credentials` (the token for that route and user), `throttle` (rate budgets and
 //! upstream back-off), `mcp` (tool policy on MCP routes), `proxy` (the listener and
-//! the request phases), then `audit` and `metrics`. `server` runs it all; `cli` is the
-//! command line.
+//! the request phases), then `audit` and `metrics`; `connect` lets users connect their
+//! own accounts (assistant onboarding). `server` runs it all; `cli` is the command line.
 
 pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod credentials;
 pub mod error;
 pub mod explain;

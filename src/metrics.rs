@@ -26,6 +26,7 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub credential_lookups: IntCounterVec,
     pub token_refreshes: IntCounterVec,
+    pub connects: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub open_connections: IntGauge,
     /// `sidekey_mcp_calls_total{route,rule,decision}`: `rule` is a configured pattern.
@@ -72,6 +73,13 @@ impl Metrics {
             Opts::new(
                 "sidekey_token_refreshes_total",
                 "OAuth token refreshes and fetches.",
+            ),
+            &["credential", "result"],
+        )?;
+        let connects = IntCounterVec::new(
+            Opts::new(
+                "sidekey_connect_total",
+                "Finished connect callbacks (users connecting their accounts), by result.",
             ),
             &["credential", "result"],
         )?;
@@ -124,6 +132,7 @@ impl Metrics {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(credential_lookups.clone()))?;
         registry.register(Box::new(token_refreshes.clone()))?;
+        registry.register(Box::new(connects.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(mcp_calls.clone()))?;
@@ -138,6 +147,7 @@ impl Metrics {
             upstream_duration,
             credential_lookups,
             token_refreshes,
+            connects,
             config_reloads,
             open_connections,
             mcp_calls,
@@ -224,6 +234,11 @@ impl Metrics {
         self.credential_quarantines
             .with_label_values(&[credential])
             .inc();
+    }
+
+    /// One finished connect callback: `result` is connected | denied | error.
+    pub fn connect(&self, credential: &str, result: &str) {
+        self.connects.with_label_values(&[credential, result]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

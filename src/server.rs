@@ -1,5 +1,6 @@
 //! Running sidekey: [`run`] takes bound listeners and a shutdown future, so tests can
-//! bind `127.0.0.1:0` and stop it at will. It owns the lifecycle: reload on SIGHUP or
+//! bind `127.0.0.1:0` and stop it at will. The same function serves `sidekey connect`
+//! (no proxy listener: the connect pages and the admin listener only). It owns the lifecycle: reload on SIGHUP or
 //! a change of the config file, and graceful shutdown within `shutdown_grace`.
 
 use std::future::Future;
@@ -18,20 +19,44 @@ use crate::metrics::Metrics;
 use crate::proxy::{Runtime, Shared, listener};
 
 pub struct Listeners {
-    pub proxy: TcpListener,
+    /// The proxy listener; `None` for `sidekey connect` (connect pages only).
+    pub proxy: Option<TcpListener>,
     pub admin: TcpListener,
+    /// `connect.listen`, when set.
+    pub connect: Option<TcpListener>,
 }
 
 impl Listeners {
+    /// `sidekey run`: the proxy, admin and (when `connect.listen` is set) connect listeners.
     pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
         use anyhow::Context;
         let proxy = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot bind listen {}", cfg.listen))?;
+        let mut l = Self::bind_connect(cfg).await?;
+        l.proxy = Some(proxy);
+        Ok(l)
+    }
+
+    /// `sidekey connect`: the admin and connect listeners only.
+    pub async fn bind_connect(cfg: &Config) -> anyhow::Result<Self> {
+        use anyhow::Context;
         let admin = TcpListener::bind(cfg.admin_listen)
             .await
             .with_context(|| format!("cannot bind admin_listen {}", cfg.admin_listen))?;
-        Ok(Listeners { proxy, admin })
+        let connect = match cfg.connect.as_ref().and_then(|c| c.listen) {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind connect.listen {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners {
+            proxy: None,
+            admin,
+            connect,
+        })
     }
 }
 
@@ -41,9 +66,19 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let proxy_addr = listeners.proxy.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
-    let own = vec![proxy_addr, admin_addr];
+    let connect_addr = match &listeners.connect {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let proxy_addr = match &listeners.proxy {
+        Some(l) => l.local_addr()?,
+        None => connect_addr.unwrap_or(admin_addr),
+    };
+    let own: Vec<_> = [Some(proxy_addr), Some(admin_addr), connect_addr]
+        .into_iter()
+        .flatten()
+        .collect();
     let metrics = Arc::new(Metrics::new()?);
     let audit = AuditSink::start(config.audit_file.as_deref())?;
     let file = config.file.clone();
@@ -60,8 +95,19 @@ pub async fn run(
     ));
     let ready = Arc::new(Readiness::default());
 
-    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "listening");
-    let proxy_task = tokio::spawn(listener::serve(shared.clone(), listeners.proxy));
+    match (&listeners.proxy, connect_addr) {
+        (Some(_), None) => tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "listening"),
+        (Some(_), Some(c)) => {
+            tracing::info!(proxy = %proxy_addr, admin = %admin_addr, connect = %c, "listening")
+        }
+        (None, c) => {
+            let c = c.map(|c| c.to_string()).unwrap_or_default();
+            tracing::info!(admin = %admin_addr, connect = %c, "listening (connect pages only)")
+        }
+    }
+    let proxy_task = listeners
+        .proxy
+        .map(|l| tokio::spawn(listener::serve(shared.clone(), l)));
     let admin_stop = tokio_util::sync::CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         shared.clone(),
@@ -69,6 +115,13 @@ pub async fn run(
         listeners.admin,
         admin_stop.clone(),
     ));
+    let connect_task = listeners.connect.map(|l| {
+        tokio::spawn(crate::connect::serve(
+            shared.clone(),
+            l,
+            shared.shutdown.clone(),
+        ))
+    });
     let reload_task = tokio::spawn(watch_reloads(shared.clone(), file, loaded_text, own));
     let trim_task = tokio::spawn(crate::memory::trim_when_idle(
         shared.metrics.clone(),
@@ -81,7 +134,12 @@ pub async fn run(
     let grace = shared.runtime().config.shutdown_grace;
     shared.shutdown.cancel();
     shared.tasks.close();
-    let _ = proxy_task.await;
+    if let Some(t) = proxy_task {
+        let _ = t.await;
+    }
+    if let Some(t) = connect_task {
+        let _ = t.await;
+    }
     if tokio::time::timeout(grace, shared.tasks.wait())
         .await
         .is_err()
@@ -154,6 +212,14 @@ async fn reload(shared: &Shared, file: &std::path::Path, own: &[std::net::Socket
             return;
         }
     };
+    let problems = cfg.runtime_problems();
+    if !problems.is_empty() {
+        for e in &problems {
+            tracing::error!(file = %file.display(), problem = %e, "config reload rejected; keeping the old config");
+        }
+        metrics.config_reloads.with_label_values(&["error"]).inc();
+        return;
+    }
     let old = shared.runtime();
     if cfg.listen != old.config.listen || cfg.admin_listen != old.config.admin_listen {
         tracing::warn!(

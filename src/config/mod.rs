@@ -5,6 +5,7 @@
 //! that exists is complete and consistent: every route names a known credential, every
 //! duration and address parsed, every path is absolute. Nothing later re-checks it.
 
+mod connect;
 mod duration;
 mod minted;
 mod names;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
+pub use connect::{ConnectConfig, Connectable, MIN_SIGNING_KEY, VerifyUser};
 pub use duration::parse_duration;
 pub use minted::{GITHUB_API, GithubApp, GoogleServiceAccount, SigV4, TokenExchange};
 pub use names::{
@@ -94,6 +96,8 @@ pub struct Config {
     /// upstreams, `upstreams:` keys, literal-IP `match.host`): egress checks allow
     /// these as intent.
     pub intended_hosts: HashSet<String>,
+    /// `connect:`: assistant onboarding (connect pages and links), when configured.
+    pub connect: Option<ConnectConfig>,
     /// The exact text this config was validated from (reload compares against it).
     pub source_text: String,
 }

@@ -182,7 +182,9 @@ keyword! {
     pub enum ClientAuth("client_auth") {
         /// client_secret_basic (HTTP Basic).
         Basic = "basic",
-        /// client_secret_post (in the form body).
+        /// client_secret_post (in the form body): the contract's spelling.
+        Post = "post",
+        /// The older spelling of `post`.
         Body = "body",
     }
 }

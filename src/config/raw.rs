@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub shutdown_grace: Option<String>,
     pub audit: Option<RawAudit>,
     pub egress: Option<RawEgress>,
+    pub connect: Option<RawConnect>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +122,7 @@ pub struct RawCredential {
     pub scopes: Option<Vec<String>>,
     pub client_auth: Option<Word<ClientAuth>>,
     pub refresh: Option<RawRefresh>,
+    pub oauth: Option<RawOAuth>,
     pub connect_url: Option<String>,
     pub inject: Option<RawInject>,
     pub cache_ttl: Option<String>,
@@ -303,4 +305,37 @@ pub struct RawAudit {
 pub struct RawEgress {
     #[serde(default)]
     pub allow_cidrs: Vec<String>,
+}
+
+/// `connect:`: the connect pages and the links the sidecars mint for them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnect {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub signing_key: Option<RawSecretRef>,
+    pub link_ttl: Option<String>,
+    pub verify_user: Option<RawVerifyUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerifyUser {
+    pub issuer: String,
+    pub client_id: RawSecretRef,
+    pub client_secret: Option<RawSecretRef>,
+    pub user_claim: Option<String>,
+}
+
+/// A credential's `oauth:` block: its OAuth app (refresh, and connect with `authorize_url`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth {
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub client_id: Option<RawSecretRef>,
+    pub client_secret: Option<RawSecretRef>,
+    pub scopes: Option<Vec<String>>,
+    pub authorize_params: Option<BTreeMap<String, String>>,
+    pub client_auth: Option<Word<ClientAuth>>,
 }

@@ -96,8 +96,18 @@ pub(super) fn validate(
     let (tls, upstream_roots) = tls(&mut p, raw.tls, base);
     let upstreams = upstreams(&mut p, &raw.upstreams);
     let vault = validate_credentials::vault(&mut p, raw.vault, base);
-    let credentials =
+    let (credentials, connectable) =
         validate_credentials::credentials(&mut p, raw.credentials, base, vault.is_some());
+    let connect = super::connect::connect(&mut p, raw.connect, base, vault.is_some(), connectable);
+    if let Some(l) = connect.as_ref().and_then(|c| c.listen)
+        && l.port() != 0
+        && (l == listen || l == admin_listen)
+    {
+        p.push(
+            "connect.listen",
+            "must differ from `listen` and `admin_listen`",
+        );
+    }
     let routes = routes(&mut p, raw.routes, &credentials, base);
     validate_identity::allow_lists(&mut p, &routes);
     validate_minted::cross_check(&mut p, &identity.mode, &credentials, &routes);
@@ -202,6 +212,7 @@ pub(super) fn validate(
         audit_file,
         egress_allow,
         intended_hosts,
+        connect,
         source_text: String::new(),
     })
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::raw::{RawCredential, RawSecretRef, RawVault};
 use super::validate::{Problems, parse_inject, resolve_path};
 use super::{
-    ClientAuth, CredentialSpec, OAuthClient, SecretRef, SourceKind, SourceSpec, VaultAuth,
-    VaultConfig, Word, validate_minted,
+    ClientAuth, Connectable, CredentialSpec, OAuthClient, SecretRef, SourceKind, SourceSpec,
+    VaultAuth, VaultConfig, Word, validate_minted,
 };
 
 /// What resolving a secret reference needs: the config's folder, and whether Vault is there.
@@ -29,8 +29,8 @@ impl Refs<'_> {
 fn source_keys(kind: SourceKind) -> &'static [&'static str] {
     match kind {
         SourceKind::Env => &["env"],
-        SourceKind::File => &["file"],
-        SourceKind::Vault => &["path", "refresh"],
+        SourceKind::File => &["file", "oauth"],
+        SourceKind::Vault => &["path", "refresh", "oauth"],
         SourceKind::OAuthClientCredentials => &[
             "token_url",
             "client_id",
@@ -155,15 +155,22 @@ pub(super) fn credentials(
     raw: BTreeMap<String, RawCredential>,
     base: &Path,
     have_vault: bool,
-) -> BTreeMap<String, Arc<CredentialSpec>> {
+) -> (
+    BTreeMap<String, Arc<CredentialSpec>>,
+    BTreeMap<String, Arc<Connectable>>,
+) {
     let mut out = BTreeMap::new();
+    let mut connectable = BTreeMap::new();
     for (name, c) in raw {
         let at = format!("credentials.{name}");
-        if let Some(spec) = credential(p, &at, &name, c, base, have_vault) {
+        if let Some((spec, conn)) = credential(p, &at, &name, c, base, have_vault) {
+            if let Some(conn) = conn {
+                connectable.insert(name.clone(), Arc::new(conn));
+            }
             out.insert(name, Arc::new(spec));
         }
     }
-    out
+    (out, connectable)
 }
 
 fn credential(
@@ -173,9 +180,9 @@ fn credential(
     mut c: RawCredential,
     base: &Path,
     have_vault: bool,
-) -> Option<CredentialSpec> {
+) -> Option<(CredentialSpec, Option<Connectable>)> {
     let kind = p.word(&format!("{at}.source"), &c.source)?;
-    let present: [(&str, bool); 21] = [
+    let present: [(&str, bool); 22] = [
         ("env", c.env.is_some()),
         ("file", c.file.is_some()),
         ("path", c.path.is_some()),
@@ -197,6 +204,7 @@ fn credential(
         ("audience", c.audience.is_some()),
         ("resource", c.resource.is_some()),
         ("requested_token_type", c.requested_token_type.is_some()),
+        ("oauth", c.oauth.is_some()),
     ];
     let allowed = source_keys(kind);
     for (key, set) in present {
@@ -212,6 +220,20 @@ fn credential(
             format!("{at}.{key}"),
             format!("missing: needed by `source: {kind}`"),
         )
+    };
+    if c.refresh.is_some() && c.oauth.is_some() {
+        p.push(
+            format!("{at}.refresh"),
+            "use either `refresh:` or `oauth:` (oauth includes refresh)",
+        );
+    }
+    let oauth = c
+        .oauth
+        .as_ref()
+        .and_then(|o| super::connect::oauth(p, &format!("{at}.oauth"), o, base, have_vault));
+    let (oauth_client, connectable) = match oauth {
+        Some((client, conn)) => (Some(client), conn),
+        None => (None, None),
     };
     let refs = Refs { base, have_vault };
     let source = match kind {
@@ -280,7 +302,10 @@ fn credential(
             if let Some(r) = &refresh {
                 check_url(p, &format!("{at}.refresh.token_url"), &r.token_url);
             }
-            SourceSpec::Vault { path, refresh }
+            SourceSpec::Vault {
+                path,
+                refresh: refresh.or(oauth_client),
+            }
         }
         SourceKind::OAuthClientCredentials => {
             let Some(token_url) = c.token_url else {
@@ -321,13 +346,14 @@ fn credential(
     if let Some(u) = &c.connect_url {
         check_url(p, &format!("{at}.connect_url"), u);
     }
-    Some(CredentialSpec::new(
-        name,
-        source,
-        inject,
-        c.connect_url,
-        cache_ttl,
-    ))
+    let spec = CredentialSpec::new(name, source, inject, c.connect_url, cache_ttl);
+    if connectable.is_some() && !spec.per_user() {
+        p.push(
+            format!("{at}.oauth.authorize_url"),
+            "a connectable credential stores one token per user: its path needs {user}",
+        );
+    }
+    Some((spec, connectable))
 }
 
 pub(super) fn check_template(p: &mut Problems, at: &str, t: &str) {
@@ -349,7 +375,7 @@ pub(super) fn client_auth(p: &mut Problems, at: &str, v: Option<&Word<ClientAuth
     v.and_then(|w| p.word(at, w)).unwrap_or(ClientAuth::Basic)
 }
 
-fn secret_ref(
+pub(super) fn secret_ref(
     p: &mut Problems,
     at: &str,
     r: &RawSecretRef,

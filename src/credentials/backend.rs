@@ -71,6 +71,12 @@ pub struct ClientCreds {
 pub enum Grant<'a> {
     ClientCredentials,
     RefreshToken(&'a SecretString),
+    /// RFC 6749 4.1.3 with PKCE (RFC 7636): the connect flow's code exchange.
+    AuthorizationCode {
+        code: &'a SecretString,
+        redirect_uri: &'a str,
+        verifier: &'a SecretString,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

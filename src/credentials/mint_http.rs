@@ -81,7 +81,7 @@ fn mint_request(m: MintRequest) -> Result<Request<Full<Bytes>>, MintError> {
                 basic_header(&creds).ok_or_else(bad_header)?,
             );
         }
-        MintAuth::Client(creds, ClientAuth::Body) => {
+        MintAuth::Client(creds, ClientAuth::Body | ClientAuth::Post) => {
             in_form.push(("client_id", creds.id));
             in_form.extend(creds.secret.map(|s| ("client_secret", s)));
         }

@@ -46,11 +46,14 @@ use moka::future::Cache;
 use tokio::time::Instant;
 
 pub use assertion::check_rsa_pem;
-pub use backend::{Kv, MintEndpoint, TokenEndpoint};
+pub use backend::{ClientCreds, Kv, KvError, MintEndpoint, OAuthError, SecretMap, TokenEndpoint};
 pub use google_sa::ServiceAccountKey;
+pub(crate) use oauth::HttpTokenEndpoint;
 pub use token::{AwsKeys, Token, format_expiry, parse_expiry};
 
-use crate::config::{Config, CredentialSpec, SourceSpec};
+use secrecy::SecretString;
+
+use crate::config::{Config, CredentialSpec, OAuthClient, SecretRef, SourceSpec};
 use crate::metrics::Metrics;
 use flights::Flights;
 use key::Key;
@@ -244,6 +247,21 @@ impl CredentialStore {
         }
         self.cache.invalidate(&key).await;
         self.load(spec, who, &key, None, Some(rejected)).await
+    }
+
+    /// The KV v2 store (Vault / OpenBao), when `vault:` is configured.
+    pub fn kv(&self) -> Option<&Arc<dyn Kv>> {
+        self.kv.as_ref()
+    }
+
+    /// Resolve a secret reference (`{env}`, `{file}`, `{vault, field}`) now.
+    pub async fn resolve_secret(&self, r: &SecretRef) -> Result<SecretString, CredError> {
+        self.secrets.resolve(r).await
+    }
+
+    /// An OAuth client's id and secret, resolved now.
+    pub async fn client_creds(&self, c: &OAuthClient) -> Result<ClientCreds, CredError> {
+        refresh::client_creds(&self.secrets, c).await
     }
 
     /// Drop a cached token (and any quarantine): the next lookup reads the store. A

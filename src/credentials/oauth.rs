@@ -1,6 +1,8 @@
 //! The OAuth 2.0 token endpoint client (RFC 6749): the `refresh_token` grant for
-//! `refresh:` and the `client_credentials` grant for `source: oauth_client_credentials`.
-//! The same client posts the minted sources' requests (`mint_http.rs`).
+//! `refresh:` and the `client_credentials` grant for `source: oauth_client_credentials`,
+//! and for the connect flow the `authorization_code` grant (with PKCE; its OpenID
+//! `id_token` kept apart) and plain JSON GETs (OpenID discovery). The same client
+//! posts the minted sources' requests (`mint_http.rs`).
 //!
 //! HTTP goes through the hyper-util legacy client with rustls, verified against the
 //! same roots as upstreams (`tls.upstream_roots`). The client authenticates with HTTP
@@ -66,9 +68,60 @@ impl HttpTokenEndpoint {
         creds: ClientCreds,
         grant: Grant<'_>,
     ) -> Result<Token, OAuthError> {
-        let req = build_request(c, &creds, &grant)?;
-        let (status, body) = self.round_trip(req).await?;
-        let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+        let map = self.token_response(c, &creds, &grant).await?;
+        parse_token(&map, &grant, c)
+    }
+
+    /// The authorization-code grant: the token, and the ID token when the answer has one.
+    pub async fn authorization_code(
+        &self,
+        c: &OAuthClient,
+        creds: ClientCreds,
+        code: &SecretString,
+        redirect_uri: &str,
+        verifier: &SecretString,
+    ) -> Result<CodeTokens, OAuthError> {
+        let grant = Grant::AuthorizationCode {
+            code,
+            redirect_uri,
+            verifier,
+        };
+        let map = self.token_response(c, &creds, &grant).await?;
+        let id_token = non_empty_str(&map, "id_token").map(|s| SecretString::from(s.to_string()));
+        Ok(CodeTokens {
+            token: parse_token(&map, &grant, c)?,
+            id_token,
+        })
+    }
+
+    /// GET a JSON object (an OpenID discovery document). Errors name the status only.
+    pub async fn get_json(
+        &self,
+        url: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let req = Request::get(url)
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| format!("`{url}` is not a valid URL"))?;
+        let (status, json) = self
+            .send(req)
+            .await
+            .map_err(|_| format!("cannot fetch {url}"))?;
+        match json {
+            Some(serde_json::Value::Object(map)) if status.is_success() => Ok(map),
+            _ => Err(format!("{url} answered {status} without a JSON object")),
+        }
+    }
+
+    /// POST the grant and return the JSON object of a successful answer.
+    async fn token_response(
+        &self,
+        c: &OAuthClient,
+        creds: &ClientCreds,
+        grant: &Grant<'_>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, OAuthError> {
+        let req = build_request(c, creds, grant)?;
+        let (status, json) = self.send(req).await?;
         if !status.is_success() {
             let code = json
                 .as_ref()
@@ -82,12 +135,21 @@ impl HttpTokenEndpoint {
                 _ => OAuthError::Unavailable(format!("token endpoint answered {status}")),
             });
         }
-        let Some(serde_json::Value::Object(map)) = json else {
-            return Err(OAuthError::Rejected(
+        match json {
+            Some(serde_json::Value::Object(map)) => Ok(map),
+            _ => Err(OAuthError::Rejected(
                 "token response is not a JSON object".into(),
-            ));
-        };
-        parse_token(&map, &grant, c)
+            )),
+        }
+    }
+
+    /// Send one request (bounded in time and size); the status and the body as JSON.
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(http::StatusCode, Option<serde_json::Value>), OAuthError> {
+        let (status, body) = self.round_trip(req).await?;
+        Ok((status, serde_json::from_slice(&body).ok()))
     }
 
     /// Send one request and read the whole (bounded) answer, within [`REQUEST_TIMEOUT`].
@@ -115,6 +177,12 @@ impl HttpTokenEndpoint {
         .await
         .map_err(|_| OAuthError::Unavailable("token endpoint timed out".into()))?
     }
+}
+
+/// What the authorization-code grant returned. Both are secrets.
+pub struct CodeTokens {
+    pub token: Token,
+    pub id_token: Option<SecretString>,
 }
 
 impl TokenEndpoint for HttpTokenEndpoint {
@@ -146,12 +214,22 @@ fn build_request(
             form.push(("grant_type", "refresh_token"));
             form.push(("refresh_token", rt.expose_secret()));
         }
+        Grant::AuthorizationCode {
+            code,
+            redirect_uri,
+            verifier,
+        } => {
+            form.push(("grant_type", "authorization_code"));
+            form.push(("code", code.expose_secret()));
+            form.push(("redirect_uri", redirect_uri));
+            form.push(("code_verifier", verifier.expose_secret()));
+        }
     }
     let mut builder = Request::post(&c.token_url)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(header::ACCEPT, "application/json");
     match c.client_auth {
-        ClientAuth::Body => {
+        ClientAuth::Post | ClientAuth::Body => {
             form.push(("client_id", creds.id.expose_secret()));
             if let Some(s) = &creds.secret {
                 form.push(("client_secret", s.expose_secret()));
@@ -224,7 +302,7 @@ fn parse_token(
         Some(r) => Some(SecretString::from(r.to_string())),
         None => match grant {
             Grant::RefreshToken(old) => Some((*old).clone()),
-            Grant::ClientCredentials => None,
+            Grant::ClientCredentials | Grant::AuthorizationCode { .. } => None,
         },
     };
     let scopes = match map.get("scope").and_then(|v| v.as_str()) {

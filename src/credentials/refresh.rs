@@ -193,7 +193,10 @@ async fn wait_for_rotation(
     Ok(None)
 }
 
-async fn client_creds(secrets: &SecretResolver, c: &OAuthClient) -> Result<ClientCreds, CredError> {
+pub(super) async fn client_creds(
+    secrets: &SecretResolver,
+    c: &OAuthClient,
+) -> Result<ClientCreds, CredError> {
     let id = secrets.resolve(&c.client_id).await?;
     let secret = match &c.client_secret {
         Some(s) => Some(secrets.resolve(s).await?),

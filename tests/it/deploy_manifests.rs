@@ -25,8 +25,14 @@ const K8S_VERSIONS: [&str; 2] = ["1.30.0", "1.33.0"];
 const CRD_KINDS: [&str; 1] = ["ServiceMonitor"];
 
 /// Manifests deliberately left out of kustomization.yaml's resources (see the comments
-/// there): a placeholder Secret that would overwrite the real CA, and a CRD object.
-const NOT_IN_KUSTOMIZATION: [&str; 2] = ["ca-secret.yaml", "servicemonitor.yaml"];
+/// there): placeholder Secrets that would overwrite the real CA or connect signing key,
+/// a CRD object, and the connect Ingress example.
+const NOT_IN_KUSTOMIZATION: [&str; 4] = [
+    "ca-secret.yaml",
+    "servicemonitor.yaml",
+    "connect-secret.yaml",
+    "connect-ingress.yaml",
+];
 
 const SIDEKEY_ADMIN_PORT: i64 = 15090;
 const PROXY: &str = "http://127.0.0.1:15080";

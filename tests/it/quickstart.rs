@@ -2,7 +2,9 @@
 //! with `scripts/echo_upstream.py` as the upstream. A claw call's answer shows the
 //! injected token masked, while the echo upstream prints the real one it received; an
 //! assistant call injects the user's token; an unknown user gets `credential_missing`
-//! with the connect URL; an unrouted call `route_denied`; the gateway serves the echo.
+//! with a signed connect link, connects through `scripts/dev_oauth_provider.py` (the
+//! README's "Connecting users' accounts") and is injected next; an unrouted call
+//! `route_denied`; the gateway serves the echo.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -70,6 +72,36 @@ impl Drop for Echo {
     }
 }
 
+/// `scripts/dev_oauth_provider.py` on `port`, redirecting to connect pages on `connect`.
+struct DevProvider(Child);
+
+impl DevProvider {
+    fn start(port: u16, connect: u16) -> DevProvider {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dev_oauth_provider.py");
+        let mut child = Command::new(Tool::Python.path())
+            .arg(script)
+            .arg(port.to_string())
+            .arg(format!("http://127.0.0.1:{connect}/callback"))
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start scripts/dev_oauth_provider.py");
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+        assert!(line.contains("dev OAuth provider on"), "{line:?}");
+        DevProvider(child)
+    }
+}
+
+impl Drop for DevProvider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Copies `from` (a directory tree) to `to`.
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -89,6 +121,8 @@ async fn the_readme_quick_example_shows_the_injection() {
     let port = free_port();
     let echo = Echo::start(port);
 
+    let (cport, pport) = (free_port(), free_port());
+    let provider = DevProvider::start(pport, cport);
     let dev = std::fs::read_to_string(root.join("config/dev.yaml")).unwrap();
     let yaml = dev
         .replace("\nlisten: 127.0.0.1:15080\n", "\nlisten: 127.0.0.1:0\n")
@@ -96,8 +130,10 @@ async fn the_readme_quick_example_shows_the_injection() {
             "\nadmin_listen: 127.0.0.1:15090\n",
             "\nadmin_listen: 127.0.0.1:0\n",
         )
-        .replace("127.0.0.1:18080", &format!("127.0.0.1:{port}"));
-    for fixed in ["15080", "15090", "18080"] {
+        .replace("127.0.0.1:18080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:15091", &format!("127.0.0.1:{cport}"))
+        .replace("127.0.0.1:18081", &format!("127.0.0.1:{pport}"));
+    for fixed in ["15080", "15090", "18080", "15091", "18081"] {
         assert!(
             !yaml.contains(fixed),
             "config/dev.yaml changed shape: {fixed} still in it"
@@ -150,10 +186,28 @@ async fn the_readme_quick_example_shows_the_injection() {
     .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.header("x-sidekey-error"), Some("credential_missing"));
-    assert_eq!(
-        r.json()["connect_url"],
-        "http://localhost:3000/connect/notion?user=carol"
-    );
+    let link = r.json()["connect_url"].as_str().unwrap().to_string();
+    let prefix = format!("http://127.0.0.1:{cport}/connect/notion-user?t=");
+    assert!(link.starts_with(&prefix), "{link}");
+    // carol connects her account (the README's "Connecting users' accounts").
+    let page = crate::support::connect::browse(&link, "carol", &[]);
+    assert_eq!(page["status"], 200, "{page}");
+    assert!(page["body"].as_str().unwrap().contains("Account connected"));
+    let stored: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(sk.dir.path().join("dev-secrets/users/carol/notion.txt")).unwrap(),
+    )
+    .unwrap();
+    let carol = stored["access_token"].as_str().unwrap().to_string();
+    assert!(carol.starts_with("dev-at-"), "{carol}");
+    let r = proxy_get(
+        sk.proxy_addr,
+        "http://echo.local/me/notes",
+        &[("x-sidekey-user", "carol")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    echo.wait_for(&format!("    authorization: Bearer {carol}\n"));
+    drop(provider);
 
     // nothing routes this path.
     let r = proxy_get(sk.proxy_addr, "http://echo.local/admin", &[]).await;
@@ -170,7 +224,11 @@ async fn the_readme_quick_example_shows_the_injection() {
     // One audit record per call, and no token in anything sidekey wrote.
     sk.wait_audit(5);
     let out = sk.all_output();
-    for secret in ["dev-echo-bot-token", "dev-notion-alice-token"] {
+    for secret in [
+        "dev-echo-bot-token",
+        "dev-notion-alice-token",
+        carol.as_str(),
+    ] {
         assert!(!out.contains(secret), "{secret} in sidekey's output");
     }
 }

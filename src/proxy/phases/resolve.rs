@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::{CredentialSpec, RouteSpec};
-use crate::credentials::{CredError, Subject, Token, template};
+use crate::credentials::{CredError, Subject, Token};
 use crate::error::ProxyError;
 use crate::identity::Identity;
 use crate::policy::Decision;
@@ -28,7 +28,7 @@ pub(super) async fn resolve(
         .get_for(spec, Subject::of(identity))
         .await
         .map(Some)
-        .map_err(|e| cred_error(e, route, spec, user))
+        .map_err(|e| cred_error(shared, e, route, spec, user))
 }
 
 /// After an upstream 401: a refreshed (or already rotated) token, or why there is none.
@@ -44,7 +44,7 @@ pub(super) async fn refreshed(
         .credentials
         .reject_for(spec, Subject::of(identity), rejected)
         .await
-        .map_err(|e| cred_error(e, route, spec, user))
+        .map_err(|e| cred_error(shared, e, route, spec, user))
 }
 
 fn credential(route: &RouteSpec) -> Result<&Arc<CredentialSpec>, ProxyError> {
@@ -55,16 +55,13 @@ fn credential(route: &RouteSpec) -> Result<&Arc<CredentialSpec>, ProxyError> {
 }
 
 fn cred_error(
+    shared: &Shared,
     e: CredError,
     route: &RouteSpec,
     spec: &CredentialSpec,
     user: Option<&str>,
 ) -> ProxyError {
-    let connect_url = || {
-        route
-            .effective_connect_url()
-            .map(|u| template::fill_url(u, user))
-    };
+    let connect_url = || crate::connect::connect_url(&shared.runtime().config, route, spec, user);
     match e {
         CredError::Missing => ProxyError::CredentialMissing {
             credential: spec.name.to_string(),

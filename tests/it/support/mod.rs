@@ -11,6 +11,9 @@
 //! * MCP: [`McpServer`] (the Python SDK's FastMCP) and raw JSON-RPC posts.
 //! * [`SlowDownUpstream`] answers 429/503 with `Retry-After` on request and counts hits.
 //!
+//! * [`connect`]: the connect tests' own pieces: the npm `oidc-provider` under node, a
+//!   sidekey launcher that also runs `sidekey connect` and reports the connect listener,
+//!   and the cookie-keeping flow driver (`tests/py/connect_flow.py`).
 //! * [`tools`]: the external programs (`bao`, the Python venv, `promtool`, `curl`), found
 //!   in one place; a missing one fails with the command to run (`scripts/test.sh`).
 //!
@@ -25,6 +28,7 @@
 pub mod assert;
 pub mod body;
 pub mod client;
+pub mod connect;
 pub mod mcp_server;
 pub mod mint_server;
 pub mod processes;
