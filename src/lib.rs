@@ -4,13 +4,14 @@
 //! `identity` (who the end user is), `policy` (which route, so what to do),
 //! `credentials` (the token for that route and user), `proxy` (the listener and the
 //! request phases), then `audit` and `metrics`. `server` runs it all; `cli` is the
-//! command line.
+//! command line, `devloop` its `env` and `run -- CMD`, `telemetry` the trace export.
 
 pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod devloop;
 pub mod error;
 pub mod identity;
 pub mod logging;
@@ -19,4 +20,5 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod telemetry;
 pub mod tls;

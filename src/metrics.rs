@@ -28,6 +28,8 @@ pub struct Metrics {
     pub token_refreshes: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub open_connections: IntGauge,
+    /// Spans not delivered to the trace collector (queue full or export failed).
+    pub telemetry_dropped_spans: IntCounter,
     /// Per-route handles for the routes of the config in force (see [`RouteMetrics`]).
     routes: ArcSwap<HashMap<Arc<str>, RouteMetrics>>,
 }
@@ -75,6 +77,10 @@ impl Metrics {
         )?;
         let open_connections =
             IntGauge::new("sidekey_open_connections", "Open client connections.")?;
+        let telemetry_dropped_spans = IntCounter::new(
+            "sidekey_telemetry_dropped_spans_total",
+            "Spans dropped by trace export: queue full, or the collector did not take them.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("sidekey_build_info", "Build information; always 1."),
             &["version"],
@@ -92,6 +98,7 @@ impl Metrics {
         registry.register(Box::new(token_refreshes.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(telemetry_dropped_spans.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -102,6 +109,7 @@ impl Metrics {
             token_refreshes,
             config_reloads,
             open_connections,
+            telemetry_dropped_spans,
             routes: ArcSwap::default(),
         })
     }

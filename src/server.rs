@@ -16,6 +16,7 @@ use crate::config::{self, Config};
 use crate::credentials::CredentialStore;
 use crate::metrics::Metrics;
 use crate::proxy::{Runtime, Shared, listener};
+use crate::telemetry::Telemetry;
 
 pub struct Listeners {
     pub proxy: TcpListener,
@@ -51,12 +52,17 @@ pub async fn run(
     let runtime = Runtime::build(config, own.clone()).await?;
     metrics.set_routes(runtime.config.routes.iter().map(|r| &r.name));
     let credentials = CredentialStore::new(&runtime.config, metrics.clone())?;
+    let telemetry = match &runtime.config.telemetry {
+        Some(t) => Telemetry::start(t, &credentials, metrics.telemetry_dropped_spans.clone()).await,
+        None => None,
+    };
     let shared = Arc::new(Shared::new(
         runtime,
         credentials,
         audit.clone(),
         metrics,
         proxy_addr,
+        telemetry.clone(),
     ));
     let ready = Arc::new(Readiness::default());
 
@@ -93,6 +99,9 @@ pub async fn run(
     admin_stop.cancel();
     let _ = admin_task.await;
     audit.flush();
+    if let Some(t) = telemetry {
+        t.shutdown().await;
+    }
     Ok(())
 }
 
@@ -160,6 +169,9 @@ async fn reload(shared: &Shared, file: &std::path::Path, own: &[std::net::Socket
             "listen addresses change only on restart; the rest of the new config applies"
         );
     }
+    if export_target(&cfg) != export_target(&old.config) {
+        tracing::warn!("`telemetry:` changes apply on restart; the rest of the new config applies");
+    }
     match Runtime::build(cfg, own.to_vec()).await {
         Ok(rt) => {
             metrics.set_routes(rt.config.routes.iter().map(|r| &r.name));
@@ -172,4 +184,13 @@ async fn reload(shared: &Shared, file: &std::path::Path, own: &[std::net::Socket
             metrics.config_reloads.with_label_values(&["error"]).inc();
         }
     }
+}
+
+/// What a reload cannot change: where spans go and under which service name.
+fn export_target(cfg: &Config) -> Option<(String, Option<String>)> {
+    let t = cfg.telemetry.as_ref()?;
+    Some((
+        t.service_name.clone(),
+        t.otlp.as_ref().map(|o| o.traces_url()),
+    ))
 }

@@ -7,6 +7,7 @@
 
 mod duration;
 pub mod raw;
+mod telemetry;
 mod validate;
 mod validate_credentials;
 mod validate_identity;
@@ -22,6 +23,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use duration::parse_duration;
+pub use telemetry::{HeaderSource, OtlpConfig, TelemetryConfig};
 
 use crate::policy::{HostPattern, PathGlob};
 
@@ -83,6 +85,8 @@ pub struct Config {
     /// upstreams, `upstreams:` keys, literal-IP `match.host`): egress checks allow
     /// these as intent.
     pub intended_hosts: HashSet<String>,
+    /// `telemetry:`: trace export (read once at start-up; a reload keeps the first).
+    pub telemetry: Option<TelemetryConfig>,
     /// The exact text this config was validated from (reload compares against it).
     pub source_text: String,
 }

@@ -29,6 +29,7 @@ pub struct RawConfig {
     pub shutdown_grace: Option<String>,
     pub audit: Option<RawAudit>,
     pub egress: Option<RawEgress>,
+    pub telemetry: Option<RawTelemetry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,4 +216,30 @@ pub struct RawAudit {
 pub struct RawEgress {
     #[serde(default)]
     pub allow_cidrs: Vec<String>,
+}
+
+/// `telemetry: {otlp: {endpoint, headers, timeout, queue_size}, service_name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp: Option<RawOtlp>,
+    pub service_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtlp {
+    pub endpoint: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, RawHeaderValue>,
+    pub timeout: Option<String>,
+    pub queue_size: Option<usize>,
+}
+
+/// A header value written out, or a secret reference (`{env: OTLP_KEY}`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawHeaderValue {
+    Literal(String),
+    Secret(RawSecretRef),
 }

@@ -93,6 +93,7 @@ pub(super) fn validate(
     let credentials =
         validate_credentials::credentials(&mut p, raw.credentials, base, vault.is_some());
     let routes = routes(&mut p, raw.routes, &credentials);
+    let telemetry = super::telemetry::telemetry(&mut p, raw.telemetry, base, vault.is_some());
     validate_identity::allow_lists(&mut p, &routes);
 
     let t = raw.timeouts;
@@ -195,6 +196,7 @@ pub(super) fn validate(
         audit_file,
         egress_allow,
         intended_hosts,
+        telemetry,
         source_text: String::new(),
     })
 }

@@ -309,7 +309,7 @@ fn client_auth(p: &mut Problems, at: &str, v: Option<&str>) -> ClientAuth {
     }
 }
 
-fn secret_ref(
+pub(super) fn secret_ref(
     p: &mut Problems,
     at: &str,
     r: &RawSecretRef,

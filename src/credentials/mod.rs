@@ -219,6 +219,15 @@ impl CredentialStore {
         self.load(spec, user, &key, None, Some(rejected)).await
     }
 
+    /// Resolve a secret reference of the config outside credentials (trace export
+    /// headers) with the same resolver and Vault connection.
+    pub async fn resolve_secret(
+        &self,
+        r: &crate::config::SecretRef,
+    ) -> Result<secrecy::SecretString, CredError> {
+        self.secrets.resolve(r).await
+    }
+
     /// Drop a cached token.
     pub async fn invalidate(&self, spec: &CredentialSpec, user: Option<&str>) {
         self.cache.invalidate(&Key::new(spec, user)).await;

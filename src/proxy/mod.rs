@@ -85,6 +85,8 @@ pub struct Shared {
     pub proxy_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// Trace export (`telemetry.otlp`), set once at start-up.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Shared {
@@ -94,8 +96,10 @@ impl Shared {
         audit: AuditSink,
         metrics: Arc<Metrics>,
         proxy_addr: SocketAddr,
+        telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     ) -> Self {
         Shared {
+            telemetry,
             runtime: ArcSwap::from_pointee(runtime),
             credentials,
             audit,

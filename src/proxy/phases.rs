@@ -80,7 +80,10 @@ async fn process(
     if size > limit {
         return Err(ProxyError::HeadersTooLarge(limit));
     }
-    ex.trace_id = Some(headers::ensure_traceparent(&mut parts.headers));
+    ex.trace = Some(headers::trace_context(
+        &mut parts.headers,
+        shared.telemetry.is_some(),
+    ));
 
     // target: where the request goes, with its path normalised once.
     let target = match target::resolve(
