@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Action, Config, Inject};
+use crate::config::{self, Config};
 
 #[derive(Parser)]
 #[command(
@@ -125,23 +125,27 @@ fn check(path: &Path) -> ExitCode {
         }
     }
     for (name, c) in &cfg.credentials {
-        if let config::SourceSpec::Env { var } = &c.source
-            && std::env::var_os(var).is_none()
-        {
-            eprintln!(
+        match &c.source {
+            config::SourceSpec::Env { var } if std::env::var_os(var).is_none() => eprintln!(
                 "{}: warning: credentials.{name}.env: {var} is not set in this environment",
                 path.display()
-            );
+            ),
+            // A per-user file appears when the user connects; a fixed one must be there.
+            config::SourceSpec::File { template } if !c.per_user() && !template.is_file() => {
+                eprintln!(
+                    "{}: warning: credentials.{name}.file: {} does not exist or is not a file",
+                    path.display(),
+                    template.display()
+                )
+            }
+            _ => {}
         }
     }
-    let default = match cfg.default_action {
-        config::DefaultAction::Deny => "deny",
-        config::DefaultAction::Passthrough => "passthrough",
-    };
     println!(
-        "{}: ok ({} routes, default {default})",
+        "{}: ok ({} routes, default {})",
         path.display(),
-        cfg.routes.len()
+        cfg.routes.len(),
+        cfg.default_action
     );
     println!(
         "{:<4} {:<24} {:<44} {:<11} {:<20} INJECT",
@@ -153,51 +157,16 @@ fn check(path: &Path) -> ExitCode {
                 "gateway {} -> {}://{}{}",
                 g.prefix, g.scheme, g.authority, g.base_path
             ),
-            None => {
-                let host = r
-                    .host
-                    .as_ref()
-                    .map(|h| h.to_string())
-                    .unwrap_or_else(|| "*".into());
-                let path = r
-                    .path
-                    .as_ref()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_default();
-                let methods = r
-                    .methods
-                    .as_ref()
-                    .map(|m| {
-                        format!(
-                            " [{}]",
-                            m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
-                        )
-                    })
-                    .unwrap_or_default();
-                format!("{host}{path}{methods}")
-            }
+            None => r.matcher.to_string(),
         };
-        let auth = match r.action {
-            Action::Claw => "claw",
-            Action::Assistant => "assistant",
-            Action::Deny => "deny",
-            Action::Passthrough => "passthrough",
-        };
+        let auth = r.action.as_str();
         let cred = r
             .credential
             .as_ref()
             .map(|c| format!("{} ({})", c.name, c.source_name()))
             .unwrap_or_else(|| "-".into());
         let inject = if r.credential.is_some() {
-            match r.effective_inject() {
-                Inject::Header {
-                    name,
-                    prefix,
-                    suffix,
-                } => format!("{name}: {prefix}<token>{suffix}"),
-                Inject::Basic { .. } => "authorization: Basic".into(),
-                Inject::Query { param } => format!("?{param}=<token>"),
-            }
+            r.effective_inject().to_string()
         } else {
             "-".into()
         };

@@ -3,7 +3,7 @@
 //! Always checked (the product's own claims):
 //! * `normalize` never panics; its output starts with `/` (or is `*`), has no empty,
 //!   `.` or `..` segment, and is a fixed point (`normalize(normalize(p)) == normalize(p)`);
-//! * `match_form`, `RouteTable::decide`, `decide_gateway` and `connect_plan` never panic;
+//! * `match_form`, `RouteTable::first_match`, `gateway_match` and `connect_plan` never panic;
 //!   a gateway remainder always starts with `/`.
 //!
 //! With `SIDEKEY_FUZZ_STRICT=1` also: a request that a typical origin server would
@@ -166,12 +166,12 @@ fuzz_target!(|input: Input| {
         );
     }
     let m = match_form(&n);
-    let decided = f.table.decide(&MatchInput {
+    let decided = f.table.first_match(&MatchInput {
         host: &host,
         path: m.as_ref(),
         method,
     });
-    if let Some((_, rest)) = f.table.decide_gateway(&n, method) {
+    if let Some((_, rest)) = f.table.gateway_match(&n, method) {
         assert!(rest.starts_with('/'), "gateway rest {rest:?} for {path:?}");
     }
 

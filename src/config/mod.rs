@@ -6,6 +6,7 @@
 //! duration and address parsed, every path is absolute. Nothing later re-checks it.
 
 mod duration;
+mod names;
 pub mod raw;
 mod telemetry;
 mod validate;
@@ -23,9 +24,10 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use duration::parse_duration;
+pub use names::{Action, ClientAuth, DefaultAction, InjectForm, SourceKind, UnknownName, Word};
 pub use telemetry::{HeaderSource, OtlpConfig, TelemetryConfig};
 
-use crate::policy::{HostPattern, PathGlob};
+use crate::policy::RouteMatch;
 
 /// One problem found in a config file: where (`routes[3].credential`) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,12 +91,6 @@ pub struct Config {
     pub telemetry: Option<TelemetryConfig>,
     /// The exact text this config was validated from (reload compares against it).
     pub source_text: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DefaultAction {
-    Deny,
-    Passthrough,
 }
 
 #[derive(Debug, Clone)]
@@ -215,13 +211,9 @@ impl CredentialSpec {
         }
     }
 
+    /// The `source:` word (metrics label, `check` and `explain` output).
     pub fn source_name(&self) -> &'static str {
-        match &self.source {
-            SourceSpec::Env { .. } => "env",
-            SourceSpec::File { .. } => "file",
-            SourceSpec::Vault { .. } => "vault",
-            SourceSpec::ClientCredentials(_) => "oauth_client_credentials",
-        }
+        self.source.kind().as_str()
     }
 }
 
@@ -240,6 +232,17 @@ pub enum SourceSpec {
     ClientCredentials(OAuthClient),
 }
 
+impl SourceSpec {
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceSpec::Env { .. } => SourceKind::Env,
+            SourceSpec::File { .. } => SourceKind::File,
+            SourceSpec::Vault { .. } => SourceKind::Vault,
+            SourceSpec::ClientCredentials(_) => SourceKind::OAuthClientCredentials,
+        }
+    }
+}
+
 /// An OAuth client: where to get tokens and how to authenticate to it.
 #[derive(Debug, Clone)]
 pub struct OAuthClient {
@@ -248,12 +251,6 @@ pub struct OAuthClient {
     pub client_secret: Option<SecretRef>,
     pub scopes: Vec<String>,
     pub client_auth: ClientAuth,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    Basic,
-    Body,
 }
 
 /// How a token is placed on the upstream request.
@@ -279,22 +276,39 @@ impl Inject {
             suffix: String::new(),
         }
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Claw,
-    Assistant,
-    Deny,
-    Passthrough,
-}
-
-impl Action {
-    pub fn auth_context(self) -> &'static str {
+    pub fn form(&self) -> InjectForm {
         match self {
-            Action::Claw => "system_service",
-            Action::Assistant => "user_delegated",
-            Action::Deny | Action::Passthrough => "none",
+            Inject::Header { .. } => InjectForm::Header,
+            Inject::Basic { .. } => InjectForm::Basic,
+            Inject::Query { .. } => InjectForm::Query,
+        }
+    }
+
+    /// The header the injection writes (`None` for query injection): the client's
+    /// own header of that name is removed first.
+    pub fn header_name(&self) -> Option<&HeaderName> {
+        static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
+        match self {
+            Inject::Header { name, .. } => Some(name),
+            Inject::Basic { .. } => Some(&AUTHORIZATION),
+            Inject::Query { .. } => None,
+        }
+    }
+}
+
+/// What the injection looks like, with `<token>` for the secret (`check`, `explain`).
+impl fmt::Display for Inject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Inject::Header {
+                name,
+                prefix,
+                suffix,
+            } => write!(f, "{name}: {prefix}<token>{suffix}"),
+            Inject::Basic { username: Some(u) } => write!(f, "authorization: Basic {u}:<token>"),
+            Inject::Basic { username: None } => write!(f, "authorization: Basic <token>:"),
+            Inject::Query { param } => write!(f, "?{param}=<token>"),
         }
     }
 }
@@ -313,9 +327,8 @@ pub struct Gateway {
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
     pub name: Arc<str>,
-    pub host: Option<HostPattern>,
-    pub path: Option<PathGlob>,
-    pub methods: Option<Vec<http::Method>>,
+    /// `match:` (for a gateway route: path and methods below the prefix).
+    pub matcher: RouteMatch,
     pub gateway: Option<Gateway>,
     pub action: Action,
     pub credential: Option<Arc<CredentialSpec>>,
@@ -338,12 +351,7 @@ impl RouteSpec {
 
     /// The header the injection writes (`None` for query injection).
     pub fn injected_header(&self) -> Option<&HeaderName> {
-        static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
-        match self.effective_inject() {
-            Inject::Header { name, .. } => Some(name),
-            Inject::Basic { .. } => Some(&AUTHORIZATION),
-            Inject::Query { .. } => None,
-        }
+        self.effective_inject().header_name()
     }
 
     pub fn effective_connect_url(&self) -> Option<&str> {
@@ -402,8 +410,18 @@ pub fn from_str(text: &str, file: &Path, base: &Path) -> Result<Config, Vec<Conf
 /// Parse YAML text into the raw shapes, naming the YAML path of the first type error.
 pub fn parse(text: &str) -> Result<raw::RawConfig, ConfigError> {
     let de = serde_norway::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| ConfigError {
-        path: e.path().to_string(),
-        message: e.inner().to_string(),
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = without_path_prefix(&e.inner().to_string(), &path).to_string();
+        ConfigError { path, message }
     })
+}
+
+/// The YAML parser names the path in its own message too (`routes[0].match: unknown
+/// field ...`); the error already leads with the path, so it is said once.
+fn without_path_prefix<'m>(message: &'m str, path: &str) -> &'m str {
+    match message.split_once(": ") {
+        Some((head, rest)) if !head.contains(' ') && path.starts_with(head) => rest,
+        _ => message,
+    }
 }

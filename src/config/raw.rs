@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::names::{Action, ClientAuth, DefaultAction, SourceKind, Word};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -14,7 +16,7 @@ pub struct RawConfig {
     pub agent: String,
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
-    pub default: Option<String>,
+    pub default: Option<Word<DefaultAction>>,
     pub identity: Option<RawIdentity>,
     pub tls: Option<RawTls>,
     #[serde(default)]
@@ -109,7 +111,7 @@ pub struct RawSecretRef {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCredential {
-    pub source: String,
+    pub source: Word<SourceKind>,
     pub env: Option<String>,
     pub file: Option<String>,
     pub path: Option<String>,
@@ -118,7 +120,7 @@ pub struct RawCredential {
     pub client_id: Option<RawSecretRef>,
     pub client_secret: Option<RawSecretRef>,
     pub scopes: Option<Vec<String>>,
-    pub client_auth: Option<String>,
+    pub client_auth: Option<Word<ClientAuth>>,
     pub refresh: Option<RawRefresh>,
     pub connect_url: Option<String>,
     pub inject: Option<RawInject>,
@@ -131,7 +133,7 @@ pub struct RawRefresh {
     pub token_url: String,
     pub client_id: RawSecretRef,
     pub client_secret: Option<RawSecretRef>,
-    pub client_auth: Option<String>,
+    pub client_auth: Option<Word<ClientAuth>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,7 +158,7 @@ pub struct RawRoute {
     #[serde(rename = "match")]
     pub matcher: Option<RawMatch>,
     pub gateway: Option<RawGateway>,
-    pub auth: String,
+    pub auth: Word<Action>,
     pub credential: Option<String>,
     pub inject: Option<RawInject>,
     pub set_headers: Option<BTreeMap<String, String>>,

@@ -10,10 +10,11 @@ use http::{HeaderName, HeaderValue, Method};
 
 use super::raw::{RawConfig, RawGateway, RawInject, RawRoots, RawRoute, RawTls};
 use super::{
-    Action, Allow, Config, ConfigError, CredentialSpec, DefaultAction, Gateway, Inject, Limits,
-    Roots, RouteSpec, Timeouts, TlsConfig, parse_duration, validate_credentials, validate_identity,
+    Action, Allow, Config, ConfigError, CredentialSpec, DefaultAction, Gateway, Inject, InjectForm,
+    Limits, Roots, RouteSpec, Timeouts, TlsConfig, Word, parse_duration, validate_credentials,
+    validate_identity,
 };
-use crate::policy::{HostPattern, PathGlob};
+use crate::policy::{HostPattern, PathGlob, RouteMatch};
 
 /// Collected problems; each push names the YAML path.
 #[derive(Default)]
@@ -35,6 +36,17 @@ impl Problems {
             Some(Err(e)) => {
                 self.push(path, e);
                 default
+            }
+        }
+    }
+
+    /// The keyword's value, or `None` after recording why it is not one.
+    pub fn word<T: Copy>(&mut self, path: &str, w: &Word<T>) -> Option<T> {
+        match &w.parsed {
+            Ok(v) => Some(*v),
+            Err(e) => {
+                self.push(path, e.to_string());
+                None
             }
         }
     }
@@ -75,17 +87,11 @@ pub(super) fn validate(
     if listen == admin_listen && listen.port() != 0 {
         p.push("admin_listen", "must differ from `listen`");
     }
-    let default_action = match raw.default.as_deref() {
-        None | Some("deny") => DefaultAction::Deny,
-        Some("passthrough") => DefaultAction::Passthrough,
-        Some(other) => {
-            p.push(
-                "default",
-                format!("unknown value `{other}` (expected deny or passthrough)"),
-            );
-            DefaultAction::Deny
-        }
-    };
+    let default_action = raw
+        .default
+        .as_ref()
+        .and_then(|w| p.word("default", w))
+        .unwrap_or(DefaultAction::Deny);
     let identity = validate_identity::identity(&mut p, raw.identity, base);
     let (tls, upstream_roots) = tls(&mut p, raw.tls, base);
     let upstreams = upstreams(&mut p, &raw.upstreams);
@@ -167,7 +173,7 @@ pub(super) fn validate(
         if let Some(g) = &r.gateway {
             intended_hosts.insert(g.host.clone());
         }
-        if let Some(HostPattern::Exact(h)) = &r.host
+        if let Some(HostPattern::Exact(h)) = &r.matcher.host
             && (h.parse::<IpAddr>().is_ok() || h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok())
         {
             intended_hosts.insert(h.clone());
@@ -314,34 +320,21 @@ fn routes(
                 format!("duplicate route name `{name}`"),
             );
         }
-        let action = match r.auth.as_str() {
-            "claw" => Action::Claw,
-            "assistant" => Action::Assistant,
-            "deny" => Action::Deny,
-            "passthrough" => Action::Passthrough,
-            other => {
-                p.push(
-                    format!("{at}.auth"),
-                    format!(
-                        "unknown auth `{other}` (expected claw, assistant, deny or passthrough)"
-                    ),
-                );
-                Action::Deny
-            }
-        };
-        let (mut host, mut path, mut methods) = (None, None, None);
+        // An unknown `auth:` is one problem: the checks that depend on it are skipped.
+        let action = p.word(&format!("{at}.auth"), &r.auth);
+        let mut matcher = RouteMatch::default();
         if let Some(m) = &r.matcher {
-            host = m.host.as_deref().and_then(|h| {
+            matcher.host = m.host.as_deref().and_then(|h| {
                 HostPattern::parse(h)
                     .map_err(|e| p.push(format!("{at}.match.host"), e))
                     .ok()
             });
-            path = m.path.as_deref().and_then(|g| {
+            matcher.path = m.path.as_deref().and_then(|g| {
                 PathGlob::parse(g)
                     .map_err(|e| p.push(format!("{at}.match.path"), e))
                     .ok()
             });
-            methods = m.methods.as_ref().map(|ms| {
+            matcher.methods = m.methods.as_ref().map(|ms| {
                 ms.iter()
                     .enumerate()
                     .filter_map(|(j, s)| {
@@ -407,7 +400,7 @@ fn routes(
             users: a.users.unwrap_or_default(),
             groups: a.groups.unwrap_or_default(),
         });
-        if matches!(action, Action::Deny | Action::Passthrough) {
+        if action.is_some_and(|a| !a.injects()) {
             for (key, set) in [
                 ("inject", r.inject.is_some()),
                 ("connect_url", r.connect_url.is_some()),
@@ -422,11 +415,9 @@ fn routes(
         }
         out.push(RouteSpec {
             name: Arc::from(name.as_str()),
-            host,
-            path,
-            methods,
+            matcher,
             gateway,
-            action,
+            action: action.unwrap_or(Action::Deny),
             credential,
             inject,
             set_headers,
@@ -442,10 +433,11 @@ fn credential_ref(
     p: &mut Problems,
     at: &str,
     r: &RawRoute,
-    action: Action,
+    action: Option<Action>,
     creds: &BTreeMap<String, Arc<CredentialSpec>>,
 ) -> Option<Arc<CredentialSpec>> {
-    let needs = matches!(action, Action::Claw | Action::Assistant);
+    let action = action?;
+    let needs = action.injects();
     let Some(name) = &r.credential else {
         if needs {
             p.push(
@@ -545,7 +537,12 @@ pub(super) fn parse_inject(p: &mut Problems, at: &str, raw: &RawInject) -> Optio
         raw.query.is_some(),
     ];
     if forms.iter().filter(|f| **f).count() != 1 {
-        p.push(at, "needs exactly one of `header`, `basic` or `query`");
+        let names: Vec<String> = InjectForm::ALL.iter().map(|f| format!("`{f}`")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        p.push(
+            at,
+            format!("needs exactly one of {}", super::names::one_of(&names)),
+        );
         return None;
     }
     if raw.format.is_some() && raw.header.is_none() {

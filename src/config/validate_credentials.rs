@@ -8,8 +8,26 @@ use std::time::Duration;
 use super::raw::{RawCredential, RawSecretRef, RawVault};
 use super::validate::{Problems, parse_inject, resolve_path};
 use super::{
-    ClientAuth, CredentialSpec, OAuthClient, SecretRef, SourceSpec, VaultAuth, VaultConfig,
+    ClientAuth, CredentialSpec, OAuthClient, SecretRef, SourceKind, SourceSpec, VaultAuth,
+    VaultConfig, Word,
 };
+
+/// The source-specific keys each source may carry (besides the common `inject`,
+/// `connect_url`, `cache_ttl`).
+fn source_keys(kind: SourceKind) -> &'static [&'static str] {
+    match kind {
+        SourceKind::Env => &["env"],
+        SourceKind::File => &["file"],
+        SourceKind::Vault => &["path", "refresh"],
+        SourceKind::OAuthClientCredentials => &[
+            "token_url",
+            "client_id",
+            "client_secret",
+            "scopes",
+            "client_auth",
+        ],
+    }
+}
 
 pub(super) fn vault(p: &mut Problems, raw: Option<RawVault>, base: &Path) -> Option<VaultConfig> {
     let raw = raw?;
@@ -125,8 +143,8 @@ fn credential(
     base: &Path,
     have_vault: bool,
 ) -> Option<CredentialSpec> {
-    // Keys each source may carry besides the common ones (inject, connect_url, cache_ttl).
-    let present: [(&str, bool); 9] = [
+    let kind = p.word(&format!("{at}.source"), &c.source)?;
+    let present: [(&str, bool); 10] = [
         ("env", c.env.is_some()),
         ("file", c.file.is_some()),
         ("path", c.path.is_some()),
@@ -136,39 +154,25 @@ fn credential(
         ("client_secret", c.client_secret.is_some()),
         ("scopes", c.scopes.is_some()),
         ("refresh", c.refresh.is_some()),
+        ("client_auth", c.client_auth.is_some()),
     ];
-    let allowed: &[&str] = match c.source.as_str() {
-        "env" => &["env"],
-        "file" => &["file"],
-        "vault" => &["path", "refresh"],
-        "oauth_client_credentials" => &["token_url", "client_id", "client_secret", "scopes"],
-        other => {
-            p.push(format!("{at}.source"), format!("unknown source `{other}` (expected env, file, vault or oauth_client_credentials)"));
-            return None;
-        }
-    };
+    let allowed = source_keys(kind);
     for (key, set) in present {
         if set && !allowed.contains(&key) {
             p.push(
                 format!("{at}.{key}"),
-                format!("not used by `source: {}`", c.source),
+                format!("not used by `source: {kind}`"),
             );
         }
-    }
-    if c.client_auth.is_some() && c.source != "oauth_client_credentials" {
-        p.push(
-            format!("{at}.client_auth"),
-            format!("not used by `source: {}`", c.source),
-        );
     }
     let missing = |p: &mut Problems, key: &str| {
         p.push(
             format!("{at}.{key}"),
-            format!("missing: needed by `source: {}`", c.source),
+            format!("missing: needed by `source: {kind}`"),
         )
     };
-    let source = match c.source.as_str() {
-        "env" => {
+    let source = match kind {
+        SourceKind::Env => {
             let Some(var) = c.env else {
                 missing(p, "env");
                 return None;
@@ -181,7 +185,7 @@ fn credential(
             }
             SourceSpec::Env { var }
         }
-        "file" => {
+        SourceKind::File => {
             let Some(f) = c.file else {
                 missing(p, "file");
                 return None;
@@ -190,7 +194,7 @@ fn credential(
                 template: resolve_path(base, &f),
             }
         }
-        "vault" => {
+        SourceKind::Vault => {
             if !have_vault {
                 p.push(
                     format!("{at}.source"),
@@ -224,7 +228,7 @@ fn credential(
                 client_auth: client_auth(
                     p,
                     &format!("{at}.refresh.client_auth"),
-                    r.client_auth.as_deref(),
+                    r.client_auth.as_ref(),
                 ),
             });
             if let Some(r) = &refresh {
@@ -232,7 +236,7 @@ fn credential(
             }
             SourceSpec::Vault { path, refresh }
         }
-        _ => {
+        SourceKind::OAuthClientCredentials => {
             let Some(token_url) = c.token_url else {
                 missing(p, "token_url");
                 return None;
@@ -255,7 +259,7 @@ fn credential(
                 client_id,
                 client_secret,
                 scopes: c.scopes.unwrap_or_default(),
-                client_auth: client_auth(p, &format!("{at}.client_auth"), c.client_auth.as_deref()),
+                client_auth: client_auth(p, &format!("{at}.client_auth"), c.client_auth.as_ref()),
             })
         }
     };
@@ -295,18 +299,8 @@ fn check_url(p: &mut Problems, at: &str, u: &str) {
     }
 }
 
-fn client_auth(p: &mut Problems, at: &str, v: Option<&str>) -> ClientAuth {
-    match v {
-        None | Some("basic") => ClientAuth::Basic,
-        Some("body") => ClientAuth::Body,
-        Some(other) => {
-            p.push(
-                at,
-                format!("unknown client_auth `{other}` (expected basic or body)"),
-            );
-            ClientAuth::Basic
-        }
-    }
+fn client_auth(p: &mut Problems, at: &str, v: Option<&Word<ClientAuth>>) -> ClientAuth {
+    v.and_then(|w| p.word(at, w)).unwrap_or(ClientAuth::Basic)
 }
 
 pub(super) fn secret_ref(

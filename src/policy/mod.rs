@@ -2,29 +2,35 @@
 //!
 //! [`RouteTable`] indexes the validated routes by host so that matching cost depends
 //! on the routes for one host, not on the size of the table. First match in file
-//! order wins, across exact, wildcard and host-less routes alike.
+//! order wins, across exact, wildcard and host-less routes alike. Matching itself is
+//! [`RouteMatch`]'s (`route_match.rs`); what follows from the match (default, `auth:
+//! deny`, `allow:` lists) is [`decide`]'s (`decide.rs`), the one decision the proxy,
+//! the gateway, CONNECT and `explain` share.
 
+mod decide;
 mod path;
 mod pattern;
+mod route_match;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::Method;
 
+pub use decide::{Decision, DecisionInput, Refusal, decide};
 pub use path::{match_form, normalize};
 pub use pattern::{HostPattern, PathGlob, canonical_host};
+pub use route_match::{Condition, ConditionCheck, ConditionKind, MatchInput, RouteMatch};
 
 use crate::config::{Action, DefaultAction, RouteSpec};
 
-/// What one request looks like to policy.
-#[derive(Debug, Clone, Copy)]
-pub struct MatchInput<'a> {
-    /// Lower-case host without port.
-    pub host: &'a str,
-    /// Normalised path in match form (see [`match_form`]).
-    pub path: &'a str,
-    pub method: &'a Method,
+/// One route tried against one request, for `explain`.
+#[derive(Debug, Clone)]
+pub struct RouteCheck<'t> {
+    pub route: &'t Arc<RouteSpec>,
+    /// Each condition of the route's `match:`, with whether the request meets it.
+    pub conditions: Vec<ConditionCheck>,
+    pub matched: bool,
 }
 
 /// What to do with a CONNECT to a host, before any inner request is seen.
@@ -55,7 +61,7 @@ impl RouteTable {
             ..Default::default()
         };
         for (i, r) in routes.iter().enumerate() {
-            match (&r.gateway, &r.host) {
+            match (&r.gateway, &r.matcher.host) {
                 (Some(_), _) => t.gateways.push(i),
                 (None, Some(HostPattern::Exact(h))) => {
                     t.exact.entry(h.clone()).or_default().push(i)
@@ -74,7 +80,7 @@ impl RouteTable {
     }
 
     /// The first proxy (non-gateway) route matching the request.
-    pub fn decide(&self, req: &MatchInput<'_>) -> Option<&Arc<RouteSpec>> {
+    pub fn first_match(&self, req: &MatchInput<'_>) -> Option<&Arc<RouteSpec>> {
         let mut lists = self.candidates(req.host);
         loop {
             // Smallest head among the candidate lists: file order across all of them.
@@ -85,15 +91,32 @@ impl RouteTable {
                 .min_by_key(|(_, i)| **i)?;
             lists[li] = &lists[li][1..];
             let r = &self.routes[idx];
-            if path_and_method_match(r, req.path, req.method) {
+            if r.matcher.matches(req) {
                 return Some(r);
             }
         }
     }
 
+    /// Every proxy (non-gateway) route in file order, checked against `req`: the first
+    /// with `matched` is [`RouteTable::first_match`]'s answer (same matcher).
+    pub fn trace<'t>(&'t self, req: MatchInput<'t>) -> impl Iterator<Item = RouteCheck<'t>> {
+        self.routes
+            .iter()
+            .filter(|r| r.gateway.is_none())
+            .map(move |route| {
+                let conditions = route.matcher.check(&req);
+                let matched = conditions.iter().all(|c| c.matched);
+                RouteCheck {
+                    route,
+                    conditions,
+                    matched,
+                }
+            })
+    }
+
     /// The first gateway route whose prefix covers `path`, with the remainder below
     /// the prefix (always starting with `/`).
-    pub fn decide_gateway<'p>(
+    pub fn gateway_match<'p>(
         &self,
         path: &'p str,
         method: &Method,
@@ -109,7 +132,12 @@ impl RouteTable {
                 r if r.starts_with('/') => r,
                 _ => continue,
             };
-            if path_and_method_match(r, &match_form(rest), method) {
+            let req = MatchInput {
+                host: &g.host,
+                path: &match_form(rest),
+                method,
+            };
+            if r.matcher.matches(&req) {
                 return Some((r, rest));
             }
         }
@@ -141,7 +169,9 @@ impl RouteTable {
                 Action::Passthrough => pass = true,
                 Action::Claw | Action::Assistant => other = true,
             }
-            if r.path.is_none() && r.methods.is_none() {
+            // A route with no condition but the host decides every inner request
+            // that reaches it; later routes cannot be reached.
+            if r.matcher.is_unconditional() {
                 covered = true;
                 break;
             }
@@ -179,9 +209,4 @@ impl RouteTable {
         }
         lists
     }
-}
-
-fn path_and_method_match(r: &RouteSpec, path: &str, method: &Method) -> bool {
-    r.methods.as_ref().is_none_or(|ms| ms.contains(method))
-        && r.path.as_ref().is_none_or(|g| g.matches(path))
 }

@@ -21,16 +21,22 @@ pub fn normalize(raw: &str) -> Result<String, &'static str> {
     let decoded = decode_unreserved(raw)?;
     let out = resolve_dots(&decoded);
     // An escaped slash keeps a segment whole (`group%2Fproject` is one segment), but a
-    // segment that would hold a dot segment once a server decodes it is refused: it is
-    // only ever sent to climb out of a base path.
+    // segment that a common server would still read as a dot segment is refused: once
+    // it decodes the escape (`..%2F`), or drops a `;param` as servlet containers do
+    // (`..;x`, `.;`). Such a segment is only ever sent to climb out of a base path.
     for seg in &out {
-        if seg.contains('%')
-            && seg
-                .split("%2F")
-                .flat_map(|s| s.split("%5C"))
-                .any(|p| p == "." || p == "..")
-        {
-            return Err("encoded dot segment in path");
+        for piece in seg.split("%2F").flat_map(|s| s.split("%5C")) {
+            let (name, params) = match piece.split_once(';') {
+                Some((name, _)) => (name, true),
+                None => (piece, false),
+            };
+            if name == "." || name == ".." {
+                return Err(if params {
+                    "dot segment with a `;` parameter in path"
+                } else {
+                    "encoded dot segment in path"
+                });
+            }
         }
     }
     let path = join(&out, &decoded);
@@ -50,6 +56,8 @@ fn is_plain(raw: &str) -> bool {
         match seg {
             "." | ".." => return false,
             "" if !last => return false,
+            // `..;x` and `.;x`: dot segments to a servlet container.
+            s if s.starts_with(".;") || s.starts_with("..;") => return false,
             _ => {}
         }
     }
@@ -215,20 +223,27 @@ mod tests {
         assert!(normalize("/a%zz").is_err());
         assert!(normalize("a").is_err());
         assert_eq!(match_form("/admin;x=1/users"), "/admin/users");
-        for dodge in [
-            "/x/..;/admin",
-            "/;/admin",
-            "/.;/admin",
-            "/%2Fadmin",
-            "/%2F/admin",
-            "/%5Cadmin",
-        ] {
+        for dodge in ["/;/admin", "/%2Fadmin", "/%2F/admin", "/%5Cadmin"] {
             let n = normalize(dodge).unwrap();
             assert_eq!(match_form(&n), "/admin", "{dodge}");
         }
         assert!(normalize("/a/..%2f..%2fetc").is_err());
         assert!(normalize("/a/%2e%2e%2Fetc").is_err());
         assert!(normalize("/a/..%5Cetc").is_err());
+        // Dot segments to servlet containers (Tomcat, Jetty, Spring), which drop
+        // `;params` before resolving: refused, plain or encoded.
+        for escape in [
+            "/x/..;/admin",
+            "/.;/admin",
+            "/a/..;x/b",
+            "/a/%2e%2e;/b",
+            "/a/%2E;x/b",
+            "/a/b%2F..;/c",
+        ] {
+            assert!(normalize(escape).is_err(), "{escape}");
+        }
+        assert_eq!(normalize("/a/b;v=1/c").unwrap(), "/a/b;v=1/c");
+        assert_eq!(normalize("/a/...;x").unwrap(), "/a/...;x");
         assert_eq!(
             normalize("/projects/group%2fproject").unwrap(),
             "/projects/group%2Fproject"

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 
 use super::exchange::Exchange;
 use super::forward::{UpstreamBody, from_connect};
-use super::phases::{self, empty};
+use super::phases::empty;
 use super::{ConnInfo, Intercepted, Runtime, Shared, listener};
 use crate::error::ProxyError;
 use crate::policy::ConnectPlan;
@@ -56,12 +56,8 @@ pub async fn handle(
         ))),
         ConnectPlan::Tunnel => {
             ex.action = Some(crate::config::Action::Passthrough);
-            let named = rt
-                .config
-                .routes
-                .iter()
-                .any(|r| phases::names_host(r, &host));
-            phases::literal_ip_allowed(rt, &host, named)?;
+            let named = super::egress::named_by_any_route(&rt.config, &host);
+            super::egress::literal_ip_allowed(&rt.config, &host, named)?;
             let started = std::time::Instant::now();
             let upstream = rt
                 .upstream

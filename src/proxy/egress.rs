@@ -9,6 +9,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
+use super::target::Target;
+use crate::config::{Config, RouteSpec};
+use crate::error::ProxyError;
+
 /// Why an address is not public, or `None` when it is.
 pub fn non_public_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {
@@ -120,6 +124,43 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         return Some(tail);
     }
     None
+}
+
+/// The egress check for a literal-IP destination: a literal IP is the operator's
+/// intent only for the route that names that IP (or a gateway / `upstreams:` entry);
+/// any other request to it, such as one that fell through to `default: passthrough`,
+/// is checked like any destination. Host names are checked by the connector, which
+/// resolves once and dials what it checked.
+pub(crate) fn check_intent(
+    cfg: &Config,
+    target: &Target,
+    route: Option<&RouteSpec>,
+) -> Result<(), ProxyError> {
+    let named_by_route =
+        target.gateway.is_some() || route.is_some_and(|r| r.matcher.names_host(&target.host));
+    literal_ip_allowed(cfg, &target.host, named_by_route)
+}
+
+/// Whether some route names exactly this host (a literal IP written in the config).
+pub(crate) fn named_by_any_route(cfg: &Config, host: &str) -> bool {
+    cfg.routes.iter().any(|r| r.matcher.names_host(host))
+}
+
+/// The egress check for a literal-IP host: allowed when the operator wrote it (a
+/// route naming it, an `upstreams:` key), else only if public or in `allow_cidrs`.
+pub(crate) fn literal_ip_allowed(
+    cfg: &Config,
+    host: &str,
+    named_by_route: bool,
+) -> Result<(), ProxyError> {
+    let Ok(ip) = host.parse::<IpAddr>() else {
+        return Ok(());
+    };
+    if named_by_route || cfg.upstreams.contains_key(host) {
+        return Ok(());
+    }
+    allowed(ip, &cfg.egress_allow)
+        .map_err(|reason| ProxyError::EgressDenied(format!("{ip} is a {reason} address")))
 }
 
 #[cfg(test)]

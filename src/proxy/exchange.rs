@@ -40,8 +40,10 @@ pub struct Exchange {
     denied: bool,
     pub upstream: Option<Duration>,
     pub bytes_in: Arc<AtomicU64>,
-    /// An intercepted CONNECT is not a call: its inner requests are audited instead.
+    /// This exchange writes no record (it was detached, or is not a call).
     skip: bool,
+    /// No record will ever carry this request id, so no response may name it.
+    unrecorded: bool,
 }
 
 /// 32 random lower-case hex digits (on every request, so without `format!`).
@@ -70,11 +72,16 @@ impl Exchange {
             upstream: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
             skip: false,
+            unrecorded: false,
         }
     }
 
+    /// An intercepted CONNECT is not a call: its inner requests are audited instead
+    /// (each with its own id), and its `200` carries no request id, which would name
+    /// no record.
     pub fn skip_audit(&mut self) {
         self.skip = true;
+        self.unrecorded = true;
     }
 
     /// Hand the audit record to someone who finishes it later (a tunnel, when it
@@ -119,7 +126,9 @@ impl Exchange {
         mut resp: Response<UpstreamBody>,
         shared: Arc<Shared>,
     ) -> Response<AuditedBody> {
-        if let Ok(v) = HeaderValue::from_str(&self.request_id) {
+        if !self.unrecorded
+            && let Ok(v) = HeaderValue::from_str(&self.request_id)
+        {
             resp.headers_mut().insert("x-sidekey-request-id", v);
         }
         let status = resp.status().as_u16();

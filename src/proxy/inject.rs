@@ -2,12 +2,14 @@
 //!
 //! This is the only place a token is exposed, and it goes straight into a header
 //! value marked sensitive (so HPACK never indexes it) or into the query string.
+//! [`apply`] also says how the secret looked on the wire ([`Injected::sent_forms`]), so
+//! the response scrubber masks exactly what was sent, whatever the inject form.
 
 use base64::Engine;
 use http::HeaderValue;
 use http::header::{AUTHORIZATION, HeaderMap};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::scrub::Secrets;
 use crate::config::{Inject, RouteSpec};
@@ -34,13 +36,33 @@ const QUERY_VALUE: &AsciiSet = &CONTROLS
     .add(b'[')
     .add(b']');
 
-/// Apply `inject` to `headers` / `query`; returns the new query for `Inject::Query`.
+/// What [`apply`] put on the request.
+pub struct Injected {
+    /// The upstream query (query injection replaces the parameter).
+    pub query: Option<String>,
+    /// Encodings of the secret as sent that are not the token's own text (the Basic
+    /// credential's base64, a query value's percent-encoding): the response must not
+    /// carry them either.
+    pub sent_forms: Vec<SecretString>,
+}
+
+impl std::fmt::Debug for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Injected({} sent forms, redacted)",
+            self.sent_forms.len()
+        )
+    }
+}
+
+/// Apply `inject` to `headers` / `query`.
 pub fn apply(
     inject: &Inject,
     token: &Token,
     headers: &mut HeaderMap,
     query: Option<&str>,
-) -> Result<Option<String>, ProxyError> {
+) -> Result<Injected, ProxyError> {
     let secret = token.access_token.expose_secret();
     let bad = || {
         ProxyError::CredentialStoreUnavailable("stored token is not a valid header value".into())
@@ -55,7 +77,10 @@ pub fn apply(
                 HeaderValue::from_str(&format!("{prefix}{secret}{suffix}")).map_err(|_| bad())?;
             v.set_sensitive(true);
             headers.insert(name.clone(), v);
-            Ok(query.map(str::to_string))
+            Ok(Injected {
+                query: query.map(str::to_string),
+                sent_forms: Vec::new(),
+            })
         }
         Inject::Basic { username } => {
             let pair = match username {
@@ -66,7 +91,10 @@ pub fn apply(
             let mut v = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| bad())?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
-            Ok(query.map(str::to_string))
+            Ok(Injected {
+                query: query.map(str::to_string),
+                sent_forms: vec![SecretString::from(encoded)],
+            })
         }
         Inject::Query { param } => {
             let mut out: Vec<String> = query
@@ -75,11 +103,17 @@ pub fn apply(
                 .filter(|kv| !kv.is_empty() && !names_param(kv, param))
                 .map(str::to_string)
                 .collect();
-            out.push(format!(
-                "{param}={}",
-                utf8_percent_encode(secret, QUERY_VALUE)
-            ));
-            Ok(Some(out.join("&")))
+            let value = utf8_percent_encode(secret, QUERY_VALUE).to_string();
+            out.push(format!("{param}={value}"));
+            let sent_forms = if value == secret {
+                Vec::new()
+            } else {
+                vec![SecretString::from(value)]
+            };
+            Ok(Injected {
+                query: Some(out.join("&")),
+                sent_forms,
+            })
         }
     }
 }
@@ -92,23 +126,25 @@ pub fn prepare(
     headers: &mut HeaderMap,
     query: Option<&str>,
 ) -> Result<(Option<String>, Secrets), ProxyError> {
-    let query = apply(route.effective_inject(), token, headers, query)?;
+    let injected = apply(route.effective_inject(), token, headers, query)?;
     // The response is scrubbed for the secret, which needs an uncompressed body.
     headers.insert(
         http::header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    let sent = route
-        .injected_header()
-        .and_then(|h| headers.get(h))
-        .and_then(|v| v.to_str().ok());
-    // A Basic credential is sent base64-encoded together with the user name: that
-    // exact value is one more pattern. Other injections send the token as it is.
-    let secrets = match sent.and_then(|v| v.strip_prefix("Basic ")) {
-        Some(basic) => Secrets::new(token.access_token.expose_secret(), &[basic]),
-        None => token.secrets().clone(),
+    // The token's own forms are cached on the token; forms only this injection sent
+    // are added to them.
+    let secrets = if injected.sent_forms.is_empty() {
+        token.secrets().clone()
+    } else {
+        let extra: Vec<&str> = injected
+            .sent_forms
+            .iter()
+            .map(|s| s.expose_secret())
+            .collect();
+        Secrets::new(token.access_token.expose_secret(), &extra)
     };
-    Ok((query, secrets))
+    Ok((injected.query, secrets))
 }
 
 /// Whether the `k=v` pair's key is `param`, comparing the percent-decoded key.
@@ -151,6 +187,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(h[AUTHORIZATION], "Basic Ym90OnMzY3IzdA==");
+        let sent = apply(
+            &Inject::Basic {
+                username: Some("bot".into()),
+            },
+            &t,
+            &mut h,
+            None,
+        )
+        .unwrap();
+        let forms: Vec<&str> = sent.sent_forms.iter().map(|s| s.expose_secret()).collect();
+        assert_eq!(forms, ["Ym90OnMzY3IzdA=="]);
         let q = apply(
             &Inject::Query {
                 param: "api_key".into(),
@@ -160,6 +207,11 @@ mod tests {
             Some("a=1&api_key=evil&api%5Fkey=evil2"),
         )
         .unwrap();
-        assert_eq!(q.as_deref(), Some("a=1&api_key=s3cr3t"));
+        assert_eq!(q.query.as_deref(), Some("a=1&api_key=s3cr3t"));
+        assert!(q.sent_forms.is_empty());
+        let odd = Token::bare("a b".into());
+        let q = apply(&Inject::Query { param: "k".into() }, &odd, &mut h, None).unwrap();
+        assert_eq!(q.query.as_deref(), Some("k=a%20b"));
+        assert_eq!(q.sent_forms.len(), 1);
     }
 }

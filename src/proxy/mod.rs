@@ -1,7 +1,8 @@
 //! The proxy: everything between accepting a client connection and the audit record.
 //!
-//! A request walks the phases in `phases.rs` (identify -> decide -> resolve -> inject
-//! -> forward -> audit). `target.rs` says where it goes, `connect.rs` handles CONNECT
+//! A request walks the phases in `phases/` (identify -> decide -> resolve -> inject
+//! -> forward -> respond -> audit), one file each. `target.rs` says where it goes
+//! (the route decision itself is `crate::policy::decide`), `connect.rs` handles CONNECT
 //! (tunnel or interception), `upgrade.rs` WebSockets, `headers.rs` header hygiene,
 //! `connector.rs` + `egress.rs` how upstreams are dialled, `exchange.rs` the audit.
 

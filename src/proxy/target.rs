@@ -123,7 +123,7 @@ pub fn resolve(
         // An h2 request whose :authority is sidekey itself is a gateway request.
     }
 
-    let Some((route, rest)) = table.decide_gateway(&path, &parts.method) else {
+    let Some((route, rest)) = table.gateway_match(&path, &parts.method) else {
         return Err(ProxyError::RouteDenied(format!(
             "no gateway route for `{}`",
             crate::audit::bounded(&path)

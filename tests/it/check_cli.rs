@@ -264,3 +264,55 @@ fn version_flag() {
         "--version output: {out}"
     );
 }
+
+/// Issue 12: a fixed file credential whose file does not exist gets a warning, as an
+/// unset env var does (the config stays valid: the file may be mounted later).
+#[test]
+fn check_warns_for_a_missing_credential_file() {
+    let yaml = "version: 1\nagent: a\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ncredentials:\n  f:\n    source: file\n    file: secrets/token.txt\nroutes:\n  - name: r\n    match: {host: a.test}\n    auth: claw\n    credential: f\n";
+    let dir = ConfigDir::new();
+    let (code, out, err) = Sidekey::check_in(&dir, yaml, &[]);
+    assert_no_panic(&err, &out);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("warning: credentials.f.file") && l.contains("token.txt")),
+        "no warning for the missing file:\n{err}"
+    );
+    dir.write("secrets/token.txt", "tok\n");
+    let (code, out, err) = Sidekey::check_in(&dir, yaml, &[]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(!err.contains("warning"), "the file exists now:\n{err}");
+}
+
+/// Issue 12: an unknown `auth:` is one problem, not also "takes no credential".
+#[test]
+fn unknown_auth_is_one_problem() {
+    let yaml = with_routes(
+        "  - name: r\n    match: {host: a.test}\n    auth: clow\n    credential: slack-bot\n",
+    );
+    let err = assert_invalid(
+        "unknown auth",
+        &yaml,
+        &["routes[0].auth", "unknown auth `clow`"],
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one problem, one line:\n{err}");
+}
+
+/// Issue 12: an unknown key's path is printed once (the YAML parser repeats it in its
+/// own message).
+#[test]
+fn unknown_key_path_is_printed_once() {
+    let yaml = with_routes("  - name: r\n    match: {hostname: a.test}\n    auth: passthrough\n");
+    let err = assert_invalid("unknown key", &yaml, &["routes[0].match", "hostname"]);
+    let line = err
+        .lines()
+        .find(|l| l.contains("hostname"))
+        .unwrap_or_else(|| panic!("no line for the key:\n{err}"));
+    assert_eq!(
+        line.matches("routes[0].match").count(),
+        1,
+        "the path is said once: {line}"
+    );
+}

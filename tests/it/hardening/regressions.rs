@@ -41,7 +41,7 @@ fn table() -> RouteTable {
 fn decided(t: &RouteTable, path: &str) -> Result<String, String> {
     let n = normalize(path).map_err(|e| e.to_string())?;
     let m = match_form(&n);
-    Ok(t.decide(&MatchInput {
+    Ok(t.first_match(&MatchInput {
         host: "api.test",
         path: &m,
         method: &http::Method::GET,

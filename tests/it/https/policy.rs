@@ -220,6 +220,38 @@ fn curl_connect_to_denied_host_fails_with_403() {
     assert!(up.connections().is_empty(), "nothing may be dialled");
 }
 
+/// Issue 12: clients drop a refused CONNECT's body, so sidekey logs the refusal with
+/// its reason (at the default log level).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connect_is_logged_with_its_reason() {
+    let (sk, _ca, _up) = deny_setup();
+    let reply = connect_raw(sk.proxy_addr, "denied.test:443", &[]).await;
+    let body = assert_sidekey_error(&reply.resp(), 403, "route_denied");
+    let rid = body["request_id"].as_str().unwrap().to_string();
+    let mut line = None;
+    wait_until(
+        Duration::from_secs(20),
+        "the refused CONNECT's log line",
+        || {
+            line = sk
+                .stderr_text()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["request_id"] == rid.as_str() && v["message"] == "CONNECT refused");
+            line.is_some()
+        },
+    );
+    let v = line.expect("found above");
+    assert_eq!(v["code"], "route_denied", "{v}");
+    assert_eq!(v["host"], "denied.test", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("denied.test")),
+        "the reason names the host: {v}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_connect_to_denied_host_gets_route_denied_error_and_audit() {
     let (sk, _ca, up) = deny_setup();
@@ -382,6 +414,45 @@ async fn upstream_cert_for_the_wrong_name_is_502_upstream_error() {
     let resp = post_in_tunnel(&sk, &ca).await;
     assert_certificate_error(&resp);
     assert_eq!(up.count(), 0);
+}
+
+/// Issue 12: every request id sidekey hands out names an audit record. An intercepted
+/// CONNECT is not a call (each inner request is audited under its own id), so its 200
+/// carries no id; the inner response's id finds its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intercepted_connect_hands_out_no_request_id_without_a_record() {
+    let up = TlsUpstream::start(&["slack.com"]);
+    let (sk, ca) = start(
+        "deny",
+        &[up.ca_pem_path()],
+        &slack_body(&up.host_port()),
+        &[("SLACK_BOT_TOKEN", BOT)],
+    );
+    let reply = connect_raw(sk.proxy_addr, "slack.com:443", &[]).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.headers);
+    assert!(
+        reply.headers.get("x-sidekey-request-id").is_none(),
+        "the CONNECT 200 names no audit record, so it carries no id: {:?}",
+        reply.headers
+    );
+    let tls = tls_connect(
+        reply.stream,
+        "slack.com",
+        client_tls(&ca.cert, &["http/1.1"]),
+    )
+    .await
+    .expect("TLS inside the tunnel");
+    let req = tunnel_req(
+        "POST",
+        "/api/chat.postMessage",
+        &[("host", "slack.com"), ("content-type", "application/json")],
+        full(r#"{"channel":"C1","text":"x"}"#),
+    );
+    let resp = send_over(tls, false, vec![req]).await.remove(0);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let a = sk.audit_for(&request_id(&resp));
+    assert_eq!(a["path"], "/api/chat.postMessage", "{a}");
+    assert_eq!(a["method"], "POST", "{a}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -223,6 +223,47 @@ async fn gateway_path_cannot_escape_upstream_base() {
     );
 }
 
+/// Issue 12: servlet containers (Tomcat, Jetty, Spring) drop `;params` before they
+/// resolve dot segments, so `/api/..;/..;/admin` is `/admin` to them, outside the base
+/// the operator allowed. Such paths (plain or percent-encoded) are refused with 400, on
+/// the gateway and the forward path alike, and never reach the upstream; a `;param`
+/// on an ordinary segment is still forwarded as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_with_path_parameters_are_refused_on_gateway_and_forward_path() {
+    let up = Upstream::start();
+    let cfg = format!(
+        "{}default: deny\nupstreams:\n  api.test: {hp}\n{}routes:\n  - name: slack-gw\n    gateway: {{prefix: /slack, upstream: \"{base}/api\"}}\n    auth: claw\n    credential: cred-a\n  - name: api\n    match: {{host: api.test, path: \"/api/*\"}}\n    auth: claw\n    credential: cred-a\n",
+        yaml_head("gw-agent"),
+        two_creds(),
+        hp = up.host_port(),
+        base = up.base_url()
+    );
+    let sk = Sidekey::start(&cfg, &env());
+    for path in [
+        "/slack/..;/..;/admin",
+        "/slack/x/..;x=1/..;/admin",
+        "/slack/.;/..;/admin",
+        "/slack/%2e%2e;/admin",
+        "/slack/%2E;/%2E%2E;jsessionid=1/admin",
+    ] {
+        let resp = gateway_request(sk.proxy_addr, "GET", path, &[], empty()).await;
+        assert_sidekey_error(&resp, 400, "bad_request");
+    }
+    for path in ["/api/..;/admin", "/api/x/%2e%2e;y/..;/admin"] {
+        let resp = proxy_get(sk.proxy_addr, &format!("http://api.test{path}"), &[]).await;
+        assert_sidekey_error(&resp, 400, "bad_request");
+    }
+    assert_eq!(
+        up.count(),
+        0,
+        "refused paths reached the upstream: {:#?}",
+        up.requests()
+    );
+    let ok = gateway_request(sk.proxy_addr, "GET", "/slack/x;v=1/y", &[], empty()).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(up.requests()[0].path, "/api/x;v=1/y");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_matching_route_wins() {
     let up = Upstream::start();
