@@ -16,7 +16,6 @@ use crate::config::{self, Config};
 use crate::credentials::CredentialStore;
 use crate::metrics::Metrics;
 use crate::proxy::{Runtime, Shared, listener};
-use crate::telemetry::Telemetry;
 
 pub struct Listeners {
     pub proxy: TcpListener,
@@ -52,18 +51,14 @@ pub async fn run(
     let runtime = Runtime::build(config, own.clone()).await?;
     metrics.set_routes(runtime.config.routes.iter().map(|r| &r.name));
     let credentials = CredentialStore::new(&runtime.config, metrics.clone())?;
-    let telemetry = match &runtime.config.telemetry {
-        Some(t) => Telemetry::start(t, &credentials, metrics.telemetry_dropped_spans.clone()).await,
-        None => None,
-    };
     let shared = Arc::new(Shared::new(
         runtime,
         credentials,
         audit.clone(),
         metrics,
         proxy_addr,
-        telemetry.clone(),
     ));
+    crate::telemetry::start(&shared).await;
     let ready = Arc::new(Readiness::default());
 
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "listening");
@@ -99,8 +94,8 @@ pub async fn run(
     admin_stop.cancel();
     let _ = admin_task.await;
     audit.flush();
-    if let Some(t) = telemetry {
-        t.shutdown().await;
+    if let Some(t) = shared.telemetry.get() {
+        t.clone().shutdown().await;
     }
     Ok(())
 }

@@ -199,7 +199,7 @@ impl Exchange {
             bytes_out,
         };
         shared.audit.write(&record);
-        if let Some(telemetry) = &shared.telemetry {
+        if let Some(telemetry) = shared.telemetry.get() {
             telemetry.record(
                 &record,
                 &crate::telemetry::SpanTiming {

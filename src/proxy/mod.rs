@@ -86,8 +86,9 @@ pub struct Shared {
     pub proxy_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
-    /// Trace export (`telemetry.otlp`), set once at start-up.
-    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// Trace export (`telemetry.otlp`), set once its exporter runs (at start-up, or
+    /// once the export headers' Vault references resolve).
+    pub telemetry: std::sync::OnceLock<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Shared {
@@ -97,10 +98,9 @@ impl Shared {
         audit: AuditSink,
         metrics: Arc<Metrics>,
         proxy_addr: SocketAddr,
-        telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     ) -> Self {
         Shared {
-            telemetry,
+            telemetry: std::sync::OnceLock::new(),
             runtime: ArcSwap::from_pointee(runtime),
             credentials,
             audit,

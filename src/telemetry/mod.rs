@@ -27,11 +27,14 @@ use secrecy::ExposeSecret;
 pub use span::SpanTiming;
 
 use crate::audit::AuditRecord;
-use crate::config::{HeaderSource, TelemetryConfig};
+use crate::config::{HeaderSource, SecretRef, TelemetryConfig};
 use crate::credentials::CredentialStore;
+use crate::proxy::Shared;
 
-/// How long resolving the export headers' secret references may take at start-up.
+/// How long one resolution of the export headers' secret references may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often Vault-held export headers are tried again while they do not resolve.
+const RESOLVE_RETRY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the last batch to reach the collector.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default time between batch exports (`OTEL_BSP_SCHEDULE_DELAY` overrides it).
@@ -45,42 +48,66 @@ pub struct Telemetry {
     scope: InstrumentationScope,
 }
 
-impl Telemetry {
-    /// Start the exporter for `cfg`; `None` (with an error log line) when it cannot
-    /// start, so that trace export never keeps sidekey from serving.
-    pub async fn start(
-        cfg: &TelemetryConfig,
-        credentials: &CredentialStore,
-        dropped: IntCounter,
-    ) -> Option<Arc<Telemetry>> {
-        let otlp = cfg.otlp.as_ref()?;
-        let headers = match tokio::time::timeout(RESOLVE_TIMEOUT, headers(otlp, credentials)).await
-        {
-            Ok(Ok(h)) => h,
-            Ok(Err(why)) => {
-                tracing::error!(error = %why, "trace export off: an export header cannot be resolved");
-                return None;
-            }
-            Err(_) => {
-                tracing::error!("trace export off: resolving the export headers timed out");
-                return None;
-            }
-        };
-        let cfg = cfg.clone();
-        let built = tokio::task::spawn_blocking(move || Self::build(&cfg, headers, dropped)).await;
-        match built {
-            Ok(Ok(t)) => Some(Arc::new(t)),
-            Ok(Err(why)) => {
-                tracing::error!(error = %why, "trace export off");
-                None
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "trace export off");
-                None
-            }
-        }
+/// Start trace export for the config `shared` runs, if it has `telemetry.otlp`. With
+/// only `{env}`/`{file}` (or literal) export headers the exporter runs before this
+/// returns; headers from Vault are resolved in the background (retrying while Vault
+/// is down) so that sidekey starts serving at once, and spans start once they resolve.
+pub async fn start(shared: &Arc<Shared>) {
+    let Some(cfg) = shared.runtime().config.telemetry.clone() else {
+        return;
+    };
+    let Some(otlp) = &cfg.otlp else { return };
+    let needs_vault = otlp
+        .headers
+        .iter()
+        .any(|(_, h)| matches!(h, HeaderSource::Ref(SecretRef::Vault { .. })));
+    if !needs_vault {
+        set_up(shared, &cfg, false).await;
+        return;
     }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let stop = shared.shutdown.clone();
+        tokio::select! {
+            () = set_up(&shared, &cfg, true) => {}
+            () = stop.cancelled() => {}
+        }
+    });
+}
 
+/// Resolve the headers (again every few seconds when `retry`) and start the exporter.
+async fn set_up(shared: &Shared, cfg: &TelemetryConfig, retry: bool) {
+    let Some(otlp) = &cfg.otlp else { return };
+    let mut logged = false;
+    let headers = loop {
+        let why =
+            match tokio::time::timeout(RESOLVE_TIMEOUT, headers(otlp, &shared.credentials)).await {
+                Ok(Ok(h)) => break h,
+                Ok(Err(why)) => why,
+                Err(_) => "resolving the export headers timed out".to_string(),
+            };
+        if !retry {
+            tracing::error!(error = %why, "trace export off: an export header cannot be resolved");
+            return;
+        }
+        if !logged {
+            tracing::warn!(error = %why, "trace export waits for its export headers; retrying");
+            logged = true;
+        }
+        tokio::time::sleep(RESOLVE_RETRY).await;
+    };
+    let dropped = shared.metrics.telemetry_dropped_spans.clone();
+    let cfg = cfg.clone();
+    match tokio::task::spawn_blocking(move || Telemetry::build(&cfg, headers, dropped)).await {
+        Ok(Ok(t)) => {
+            let _ = shared.telemetry.set(Arc::new(t));
+        }
+        Ok(Err(why)) => tracing::error!(error = %why, "trace export off"),
+        Err(e) => tracing::error!(error = %e, "trace export off"),
+    }
+}
+
+impl Telemetry {
     fn build(
         cfg: &TelemetryConfig,
         headers: HashMap<String, String>,

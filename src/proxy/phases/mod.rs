@@ -88,7 +88,7 @@ async fn process(
     identify::check_header_size(rt, &parts)?;
     ex.trace = Some(headers::trace_context(
         &mut parts.headers,
-        shared.telemetry.is_some(),
+        shared.telemetry.get().is_some(),
     ));
     let target = identify::locate(shared, rt, conn, ex, &parts)?;
     let identity = identify::identify(rt, conn, &parts.headers).await?;
