@@ -85,7 +85,10 @@ fn eval_in_bash_sends_curl_and_httpx_through_sidekey() {
         assert_eq!(rec["auth_context"], "system_service");
         assert_eq!(rec["route"], "example-api");
     }
-    super::assert_no_secret(&out.stdout, &[TOKEN]);
+    super::assert_no_secret(
+        &format!("{}{}{}", out.stdout, sk.stdout_text(), sk.stderr_text()),
+        &[TOKEN],
+    );
 }
 
 #[test]
@@ -130,6 +133,10 @@ fn with_tls_the_printed_trust_variables_make_curl_and_httpx_trust_sidekey() {
     assert_both_injected(&paths, &up.wait_requests(2, Duration::from_secs(10)));
     let audit = sk.wait_audit(2);
     assert!(audit.iter().all(|r| r["scheme"] == "https"), "{audit:?}");
+    super::assert_no_secret(
+        &format!("{}{}{}", out.stdout, sk.stdout_text(), sk.stderr_text()),
+        &[TOKEN],
+    );
 }
 
 #[test]
