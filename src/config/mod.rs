@@ -11,6 +11,7 @@ mod minted;
 mod names;
 pub mod rate;
 pub mod raw;
+mod telemetry;
 mod validate;
 mod validate_credentials;
 mod validate_identity;
@@ -35,6 +36,7 @@ pub use names::{
     ToolDefault, UnknownName, Word,
 };
 pub use rate::{RateKey, RateSpec};
+pub use telemetry::{HeaderSource, OtlpConfig, TelemetryConfig};
 
 use crate::policy::RouteMatch;
 
@@ -98,6 +100,8 @@ pub struct Config {
     pub intended_hosts: HashSet<String>,
     /// `connect:`: assistant onboarding (connect pages and links), when configured.
     pub connect: Option<ConnectConfig>,
+    /// `telemetry:`: trace export (read once at start-up; a reload keeps the first).
+    pub telemetry: Option<TelemetryConfig>,
     /// The exact text this config was validated from (reload compares against it).
     pub source_text: String,
 }

@@ -32,6 +32,7 @@ pub struct RawConfig {
     pub audit: Option<RawAudit>,
     pub egress: Option<RawEgress>,
     pub connect: Option<RawConnect>,
+    pub telemetry: Option<RawTelemetry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,6 +319,14 @@ pub struct RawConnect {
     pub verify_user: Option<RawVerifyUser>,
 }
 
+/// `telemetry: {otlp: {endpoint, headers, timeout, queue_size}, service_name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp: Option<RawOtlp>,
+    pub service_name: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawVerifyUser {
@@ -338,4 +347,22 @@ pub struct RawOAuth {
     pub scopes: Option<Vec<String>>,
     pub authorize_params: Option<BTreeMap<String, String>>,
     pub client_auth: Option<Word<ClientAuth>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtlp {
+    pub endpoint: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, RawHeaderValue>,
+    pub timeout: Option<String>,
+    pub queue_size: Option<usize>,
+}
+
+/// A header value written out, or a secret reference (`{env: OTLP_KEY}`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawHeaderValue {
+    Literal(String),
+    Secret(RawSecretRef),
 }

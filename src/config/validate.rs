@@ -109,6 +109,7 @@ pub(super) fn validate(
         );
     }
     let routes = routes(&mut p, raw.routes, &credentials, base);
+    let telemetry = super::telemetry::telemetry(&mut p, raw.telemetry, base, vault.is_some());
     validate_identity::allow_lists(&mut p, &routes);
     validate_minted::cross_check(&mut p, &identity.mode, &credentials, &routes);
 
@@ -213,6 +214,7 @@ pub(super) fn validate(
         egress_allow,
         intended_hosts,
         connect,
+        telemetry,
         source_text: String::new(),
     })
 }

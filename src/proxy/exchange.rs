@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::Shared;
 use super::forward::{BoxError, UpstreamBody};
+use super::headers::TraceContext;
 use crate::audit::{AuditRecord, bounded};
 use crate::config::{Action, RouteSpec};
 use crate::error::ProxyError;
@@ -24,7 +25,8 @@ use crate::identity::Identity;
 
 pub struct Exchange {
     pub request_id: String,
-    pub trace_id: Option<String>,
+    /// The request's W3C trace context (its `trace_id` is the audit record's).
+    pub trace: Option<TraceContext>,
     start: Instant,
     ts: time::OffsetDateTime,
     method: Method,
@@ -58,7 +60,7 @@ impl Exchange {
     pub fn new(method: &Method, scheme: &'static str) -> Self {
         Exchange {
             request_id: new_request_id(),
-            trace_id: None,
+            trace: None,
             start: Instant::now(),
             ts: time::OffsetDateTime::now_utc(),
             method: method.clone(),
@@ -83,7 +85,7 @@ impl Exchange {
     pub fn detach(&mut self) -> Exchange {
         let mut copy = Exchange::new(&self.method, self.scheme);
         copy.request_id = self.request_id.clone();
-        copy.trace_id = self.trace_id.clone();
+        copy.trace = self.trace.clone();
         copy.start = self.start;
         copy.ts = self.ts;
         copy.host = self.host.clone();
@@ -165,7 +167,7 @@ impl Exchange {
         let record = AuditRecord {
             ts: std::str::from_utf8(&ts[..ts_len]).unwrap_or_default(),
             request_id: &self.request_id,
-            trace_id: self.trace_id.as_deref(),
+            trace_id: self.trace.as_ref().map(|t| &*t.trace_id),
             agent: &agent,
             user: self.identity.as_ref().map(|i| bounded(&i.user)),
             groups: self
@@ -196,6 +198,16 @@ impl Exchange {
             mcp: self.mcp.as_ref().map(|m| m.entries.as_slice()),
         };
         shared.audit.write(&record);
+        if let Some(telemetry) = shared.telemetry.get() {
+            telemetry.record(
+                &record,
+                &crate::telemetry::SpanTiming {
+                    trace: self.trace.as_ref(),
+                    start: self.ts.into(),
+                    duration: total,
+                },
+            );
+        }
     }
 }
 

@@ -124,19 +124,40 @@ pub fn strip_client_credentials(
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// The W3C trace id of a valid `traceparent`, or `None`.
-pub fn trace_id(headers: &HeaderMap) -> Option<String> {
+/// The W3C trace context of one request: the trace, the caller's span (from a valid
+/// incoming `traceparent`) and the span sidekey records for the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lower-case hex digits (the audit record's `trace_id`).
+    pub trace_id: String,
+    /// The incoming `traceparent`'s span id; `None` when sidekey started the trace.
+    pub parent_span: Option<u64>,
+    /// sidekey's own span for this request.
+    pub span_id: u64,
+    /// The sampled flag (parent-based: the caller's, or set when sidekey starts).
+    pub sampled: bool,
+}
+
+/// A valid `traceparent`: (trace id, parent span id, flags byte).
+fn parse_traceparent(headers: &HeaderMap) -> Option<(&str, u64, u8)> {
     let v = headers.get(TRACEPARENT)?.to_str().ok()?;
     let mut parts = v.trim().split('-');
     let mut field = |n: usize| parts.next().filter(|s| is_lower_hex(s, n));
-    let (version, trace, span, flags) = (field(2)?, field(32)?, field(16)?, field(2));
-    if flags.is_none() || version == "ff" {
+    let (version, trace, span, flags) = (field(2)?, field(32)?, field(16)?, field(2)?);
+    if version == "ff" {
         return None;
     }
     if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
         return None;
     }
-    Some(trace.to_string())
+    let span = u64::from_str_radix(span, 16).ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some((trace, span, flags))
+}
+
+/// The W3C trace id of a valid `traceparent`, or `None`.
+pub fn trace_id(headers: &HeaderMap) -> Option<String> {
+    parse_traceparent(headers).map(|(trace, _, _)| trace.to_string())
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
@@ -147,21 +168,61 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 
 /// Keep a valid `traceparent`, or start a new trace; returns the trace id.
 pub fn ensure_traceparent(headers: &mut HeaderMap) -> String {
-    if let Some(id) = trace_id(headers) {
-        return id;
+    trace_context(headers, false).trace_id
+}
+
+/// Keep a valid `traceparent` (trace id and flags), or start a new trace. With
+/// `own_span` (trace export on), the forwarded `traceparent` names sidekey's span as
+/// the upstream's parent, as any traced proxy does; without it the header goes on
+/// unchanged.
+pub fn trace_context(headers: &mut HeaderMap, own_span: bool) -> TraceContext {
+    if let Some((trace, parent, flags)) = parse_traceparent(headers) {
+        let trace_id = trace.to_string();
+        let span_id = if own_span {
+            let span_id = fastrand::u64(1..);
+            set_traceparent(
+                headers,
+                u128::from_str_radix(&trace_id, 16).unwrap_or(1),
+                span_id,
+                flags,
+            );
+            span_id
+        } else {
+            parent
+        };
+        return TraceContext {
+            trace_id,
+            parent_span: Some(parent),
+            span_id,
+            sampled: flags & 1 == 1,
+        };
     }
-    // "00-" + 32 hex trace id + "-" + 16 hex span id + "-01", built without `format!`.
+    let trace = fastrand::u128(1..);
+    let span_id = fastrand::u64(1..);
+    set_traceparent(headers, trace, span_id, 1);
+    headers.remove(TRACESTATE);
+    let mut hex = [0u8; 32];
+    lower_hex(trace, &mut hex);
+    TraceContext {
+        trace_id: String::from_utf8_lossy(&hex).into_owned(),
+        parent_span: None,
+        span_id,
+        sampled: true,
+    }
+}
+
+/// `traceparent: 00-{trace}-{span}-{flags}`, built without `format!`.
+fn set_traceparent(headers: &mut HeaderMap, trace: u128, span: u64, flags: u8) {
     let mut tp = [0u8; 55];
     tp[..3].copy_from_slice(b"00-");
-    lower_hex(fastrand::u128(1..), &mut tp[3..35]);
+    lower_hex(trace, &mut tp[3..35]);
     tp[35] = b'-';
-    lower_hex(u128::from(fastrand::u64(1..)), &mut tp[36..52]);
-    tp[52..].copy_from_slice(b"-01");
+    lower_hex(u128::from(span), &mut tp[36..52]);
+    tp[52] = b'-';
+    lower_hex(u128::from(flags), &mut tp[53..55]);
     if let Ok(v) = HeaderValue::from_bytes(&tp) {
         headers.insert(TRACEPARENT, v);
     }
-    headers.remove(TRACESTATE);
-    String::from_utf8_lossy(&tp[3..35]).into_owned()
 }
 
 /// Write the low `out.len() * 4` bits of `v` as lower-case hex, most significant first.
@@ -225,6 +286,29 @@ mod tests {
         assert_eq!(tp.len(), 55);
         assert!(tp.starts_with("00-") && tp.ends_with("-01"));
         assert!(h.get("tracestate").is_none());
+    }
+
+    #[test]
+    fn own_span_rewrites_only_the_parent_id() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_static(tp));
+        h.insert("tracestate", HeaderValue::from_static("k=v"));
+        let cx = trace_context(&mut h, true);
+        assert_eq!(cx.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(cx.parent_span, Some(0x00f067aa0ba902b7));
+        assert!(!cx.sampled);
+        let sent = h["traceparent"].to_str().unwrap();
+        assert_eq!(sent, format!("00-{}-{:016x}-00", cx.trace_id, cx.span_id));
+        assert_eq!(h["tracestate"], "k=v");
+        let mut fresh = HeaderMap::new();
+        let cx = trace_context(&mut fresh, true);
+        assert_eq!(cx.parent_span, None);
+        assert!(cx.sampled);
+        assert_eq!(
+            fresh["traceparent"].to_str().unwrap(),
+            format!("00-{}-{:016x}-01", cx.trace_id, cx.span_id)
+        );
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub struct Shared {
     pub proxy_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// Trace export (`telemetry.otlp`), set once its exporter runs (at start-up, or
+    /// once the export headers' Vault references resolve).
+    pub telemetry: std::sync::OnceLock<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Shared {
@@ -104,6 +107,7 @@ impl Shared {
         proxy_addr: SocketAddr,
     ) -> Self {
         Shared {
+            telemetry: std::sync::OnceLock::new(),
             runtime: ArcSwap::from_pointee(runtime),
             credentials,
             audit,

@@ -11,6 +11,7 @@ mod leaf;
 mod roots;
 
 pub use ca::{CaError, CertificateAuthority};
+pub(crate) use roots::shell_quote;
 pub use roots::{
     BUNDLE_ENV_VARS, RootsError, ca_env_lines, client_config, client_config_http1,
     write_trust_bundle,

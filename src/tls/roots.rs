@@ -173,7 +173,7 @@ pub fn ca_env_lines(bundle_path: &Path) -> Vec<String> {
 }
 
 /// POSIX single-quoting: 'it'\''s'.
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

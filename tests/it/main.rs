@@ -11,9 +11,10 @@
 //!   leaks, regressions), `mcp` (MCP routes with the Python SDK), `minted` (GitHub App,
 //!   Google service account, token exchange, SigV4), `policy` (explain, report mode,
 //!   rate limits, upstream back-off, credential quarantine), `connect` (users connecting
-//!   their accounts, against the real oidc-provider), `check_cli`, `config_files`,
-//!   `deploy_manifests`, `docs` (links stay inside the repository), `quickstart` (the
-//!   README's quick example is true).
+//!   their accounts, against the real oidc-provider), `devloop` (`env`, `run -- CMD`, the
+//!   examples, trace export), `check_cli`, `config_files`, `deploy_manifests`, `docs`
+//!   (links stay inside the repository), `quickstart` (the README's quick example is
+//!   true).
 //!
 //! Run one area with `cargo test --test it spine::`; the layout and how to add an area:
 //! CONTRIBUTING.md.
@@ -27,6 +28,7 @@ mod check_cli;
 mod config_files;
 mod connect;
 mod deploy_manifests;
+mod devloop;
 mod docs;
 mod hardening;
 mod https;

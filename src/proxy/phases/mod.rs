@@ -99,7 +99,10 @@ async fn process(
     }
     let (mut parts, body) = req.into_parts();
     identify::check_header_size(rt, &parts)?;
-    ex.trace_id = Some(headers::ensure_traceparent(&mut parts.headers));
+    ex.trace = Some(headers::trace_context(
+        &mut parts.headers,
+        shared.telemetry.get().is_some(),
+    ));
     let target = identify::locate(shared, rt, conn, ex, &parts)?;
     let identity = identify::identify(rt, conn, &parts.headers).await?;
     ex.identity = identity.clone();

@@ -166,6 +166,7 @@ async fn metrics_count_every_outcome_exactly_and_pass_promtool() {
         ("sidekey_config_reloads_total", "counter"),
         ("sidekey_open_connections", "gauge"),
         ("sidekey_build_info", "gauge"),
+        ("sidekey_telemetry_dropped_spans_total", "counter"),
     ] {
         assert_eq!(
             m.types.get(name).map(String::as_str),
@@ -346,6 +347,7 @@ async fn metrics_count_every_outcome_exactly_and_pass_promtool() {
         ("sidekey_config_reloads_total", &["result"][..]),
         ("sidekey_open_connections", &[][..]),
         ("sidekey_build_info", &["version"][..]),
+        ("sidekey_telemetry_dropped_spans_total", &[][..]),
     ]
     .into_iter()
     .collect();

@@ -6,6 +6,7 @@
 //!   one HTTP client of the tests (the `openbao` and `jwt_support` helpers use it too).
 //! * [`assert`] holds contract checks shared by several test files.
 //! * [`MintServer`] is a token endpoint whose answers (and checks) a test supplies.
+//! * [`devloop`]: `sidekey run -- CMD` / `sidekey env` as processes, fixed ports.
 //! * HTTPS: [`TlsUpstream`] (a recording TLS upstream), [`test_ca`] and [`SidekeyCa`],
 //!   [`processes`] (curl, Python clients), [`tunnel`] (raw CONNECT), [`websocket`].
 //! * MCP: [`McpServer`] (the Python SDK's FastMCP) and raw JSON-RPC posts.
@@ -29,6 +30,7 @@ pub mod assert;
 pub mod body;
 pub mod client;
 pub mod connect;
+pub mod devloop;
 pub mod mcp_server;
 pub mod mint_server;
 pub mod processes;
@@ -44,6 +46,7 @@ pub mod websocket;
 pub use assert::*;
 pub use body::*;
 pub use client::*;
+pub use devloop::*;
 pub use mcp_server::*;
 pub use mint_server::*;
 pub use processes::*;
