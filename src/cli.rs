@@ -95,7 +95,9 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(a) => check(&a.config),
         Command::Run(a) if a.command.is_empty() => run(&a.config.config, false),
-        Command::Run(a) => match load_or_report(&a.config.config) {
+        Command::Run(a) => match load_or_report(&a.config.config)
+            .and_then(|cfg| generate_ca(&cfg, &a.config.config).map(|()| cfg))
+        {
             Ok(cfg) => {
                 crate::logging::init();
                 crate::devloop::run_command(cfg, a.user, a.command)
@@ -127,6 +129,27 @@ fn load_or_report(path: &Path) -> Result<Config, ExitCode> {
         eprintln!("{errors}");
         ExitCode::from(2)
     })
+}
+
+/// `tls.generate: true`: create the development CA before anything loads it (the
+/// serving commands and `env`; never `check`).
+pub(crate) fn generate_ca(cfg: &Config, path: &Path) -> Result<(), ExitCode> {
+    let Some(tls) = &cfg.tls else { return Ok(()) };
+    match crate::tls::ensure_generated(tls) {
+        Ok(true) => {
+            eprintln!(
+                "sidekey: generated a development CA: {} (trust it: eval \"$(sidekey env --config {})\")",
+                tls.ca_cert.display(),
+                path.display()
+            );
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(e) => {
+            eprintln!("{}: {}: {e}", path.display(), e.field());
+            Err(ExitCode::from(2))
+        }
+    }
 }
 
 fn check(path: &Path) -> ExitCode {
@@ -239,6 +262,9 @@ fn run(path: &Path, connect_only: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(code) = generate_ca(&cfg, path) {
+        return code;
+    }
     let problems = cfg.runtime_problems();
     if !problems.is_empty() {
         for e in &problems {

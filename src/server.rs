@@ -225,13 +225,11 @@ async fn reload(shared: &Shared, file: &std::path::Path, own: &[std::net::Socket
         return;
     }
     let old = shared.runtime();
-    if cfg.listen != old.config.listen || cfg.admin_listen != old.config.admin_listen {
+    for setting in config::startup_changes(&old.config, &cfg) {
         tracing::warn!(
-            "listen addresses change only on restart; the rest of the new config applies"
+            setting,
+            "`{setting}` is read only at start-up: the running value stays until a restart; the rest of the new config applies"
         );
-    }
-    if export_target(&cfg) != export_target(&old.config) {
-        tracing::warn!("`telemetry:` changes apply on restart; the rest of the new config applies");
     }
     match Runtime::build(cfg, own.to_vec()).await {
         Ok(rt) => {
@@ -245,13 +243,4 @@ async fn reload(shared: &Shared, file: &std::path::Path, own: &[std::net::Socket
             metrics.config_reloads.with_label_values(&["error"]).inc();
         }
     }
-}
-
-/// What a reload cannot change: where spans go and under which service name.
-fn export_target(cfg: &Config) -> Option<(String, Option<String>)> {
-    let t = cfg.telemetry.as_ref()?;
-    Some((
-        t.service_name.clone(),
-        t.otlp.as_ref().map(|o| o.traces_url()),
-    ))
 }

@@ -11,6 +11,7 @@ mod minted;
 mod names;
 pub mod rate;
 pub mod raw;
+mod startup;
 mod telemetry;
 mod validate;
 mod validate_credentials;
@@ -36,6 +37,7 @@ pub use names::{
     ToolDefault, UnknownName, Word,
 };
 pub use rate::{RateKey, RateSpec};
+pub use startup::{STARTUP_SETTINGS, startup_changes};
 pub use telemetry::{HeaderSource, OtlpConfig, TelemetryConfig};
 
 use crate::policy::RouteMatch;
@@ -135,6 +137,9 @@ pub struct JwtConfig {
 pub struct TlsConfig {
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
+    /// `generate: true`: create the pair on first run when neither file exists
+    /// ([`crate::tls::ensure_generated`]); for development.
+    pub generate: bool,
 }
 
 /// Which roots verify upstream certificates.

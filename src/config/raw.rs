@@ -62,6 +62,7 @@ pub struct RawJwt {
 pub struct RawTls {
     pub ca_cert: Option<String>,
     pub ca_key: Option<String>,
+    pub generate: Option<bool>,
     pub upstream_roots: Option<RawRoots>,
 }
 

@@ -250,11 +250,20 @@ fn tls(p: &mut Problems, raw: Option<RawTls>, base: &Path) -> (Option<TlsConfig>
         }
         Some(RawRoots::Many(v)) => roots_from(p, base, &v, "tls.upstream_roots"),
     };
+    let generate = raw.generate.unwrap_or(false);
     let ca = match (raw.ca_cert, raw.ca_key) {
         (Some(c), Some(k)) => Some(TlsConfig {
             ca_cert: resolve_path(base, &c),
             ca_key: resolve_path(base, &k),
+            generate,
         }),
+        (None, None) if generate => {
+            p.push(
+                "tls.generate",
+                "needs `ca_cert` and `ca_key`: where to create the CA",
+            );
+            None
+        }
         (None, None) => None,
         (Some(_), None) => {
             p.push("tls.ca_key", "missing: `ca_cert` needs its `ca_key`");
@@ -265,7 +274,10 @@ fn tls(p: &mut Problems, raw: Option<RawTls>, base: &Path) -> (Option<TlsConfig>
             None
         }
     };
-    if let Some(ca) = &ca
+    // A `generate: true` pair that does not exist yet is created by the serving
+    // commands; a half pair is refused now.
+    let pending = |ca: &TlsConfig| ca.generate && !ca.ca_cert.exists() && !ca.ca_key.exists();
+    if let Some(ca) = ca.as_ref().filter(|ca| !pending(ca))
         && let Err(e) = crate::tls::CertificateAuthority::load(&ca.ca_cert, &ca.ca_key)
     {
         p.push(e.field(), e.to_string());

@@ -154,6 +154,9 @@ pub fn print_env(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(code) = crate::cli::generate_ca(&cfg, path) {
+        return code;
+    }
     let env = Listeners::configured(&cfg).and_then(|at| DevEnv::new(&cfg, at));
     match env {
         Ok(env) => {

@@ -22,8 +22,8 @@ use time::OffsetDateTime;
 
 use super::leaf::{self, LeafCache};
 
-const CERT: &str = "tls.ca_cert";
-const KEY: &str = "tls.ca_key";
+pub(super) const CERT: &str = "tls.ca_cert";
+pub(super) const KEY: &str = "tls.ca_key";
 
 /// Why a CA could not be loaded, generated, written or used. Never holds key material.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,8 @@ pub enum CaError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error("{} does not exist but its pair does: `tls.generate` creates both or neither (remove the other to start afresh)", path.display())]
+    HalfPair { field: &'static str, path: PathBuf },
     #[error("cannot generate a CA: {0}")]
     Generate(String),
     #[error("cannot issue a certificate for {host:?}: {reason}")]
@@ -71,9 +73,10 @@ impl CaError {
     /// The config key the problem is about: "tls.ca_cert" or "tls.ca_key".
     pub fn field(&self) -> &'static str {
         match self {
-            Self::Read { field, .. } | Self::Exists { field, .. } | Self::Write { field, .. } => {
-                field
-            }
+            Self::Read { field, .. }
+            | Self::Exists { field, .. }
+            | Self::Write { field, .. }
+            | Self::HalfPair { field, .. } => field,
             Self::NoKey { .. } | Self::BadKey { .. } | Self::KeyMismatch { .. } => KEY,
             Self::Generate(_) => KEY,
             _ => CERT,
@@ -351,7 +354,7 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 /// Creates `path` with `mode` set at creation; with `replace`, removes an old file first.
-fn write_new(
+pub(super) fn write_new(
     path: &Path,
     data: &[u8],
     mode: u32,

@@ -7,10 +7,12 @@
 //! `ClientConfig::builder()` / `ServerConfig::builder()` would panic.
 
 mod ca;
+mod dev_ca;
 mod leaf;
 mod roots;
 
 pub use ca::{CaError, CertificateAuthority};
+pub use dev_ca::ensure_generated;
 pub(crate) use roots::shell_quote;
 pub use roots::{
     BUNDLE_ENV_VARS, RootsError, ca_env_lines, client_config, client_config_http1,

@@ -194,3 +194,45 @@ fn env_refuses_an_invalid_config_and_port_zero_with_exit_2() {
         "{stderr}"
     );
 }
+
+/// Issue 12: HTTPS works in development out of the box. `tls.generate: true` creates
+/// the CA on first run where the config points (never on `check`), and the variables
+/// `sidekey env` prints make curl and httpx trust it.
+#[test]
+fn a_generated_dev_ca_is_created_on_first_run_and_trusted_through_env() {
+    let up = TlsUpstream::start(&["api.example.test"]);
+    let dir = ConfigDir::new();
+    let tls = format!(
+        "tls:\n  ca_cert: dev-ca/ca.crt\n  ca_key: dev-ca/ca.key\n  generate: true\n  upstream_roots: [{:?}]\n",
+        up.ca_pem_path().to_str().unwrap()
+    );
+    let yaml = claw_config("devloop-dev-ca", &up.host_port(), &tls);
+    let (yaml, _, admin) = fixed_ports(&yaml);
+    dir.write_config(&yaml);
+    let (code, out, err) = Sidekey::check_path(&dir.config_path(), &token_env());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!dir.path().join("dev-ca").exists(), "check writes nothing");
+    let sk = Sidekey::start_in(dir, &yaml, &token_env());
+    let ca_dir = sk.dir.path().join("dev-ca");
+    assert!(ca_dir.join("ca.crt").is_file() && ca_dir.join("ca.key").is_file());
+    assert!(
+        sk.stderr_has("generated a development CA"),
+        "{}",
+        sk.stderr_text()
+    );
+    let out = bash(&env_script(&sk.dir.config_path(), "https", admin), &[]);
+    assert_eq!(
+        out.code, 0,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    assert_eq!(line(&out, "curl"), "200", "{}", out.stderr);
+    assert_eq!(line(&out, "httpx"), "200");
+    let paths = ["/via-curl".to_string(), "/via-httpx".to_string()];
+    assert_both_injected(&paths, &up.wait_requests(2, Duration::from_secs(10)));
+    let key = std::fs::read_to_string(ca_dir.join("ca.key")).unwrap();
+    let key_line = key.lines().nth(1).unwrap_or_default();
+    assert!(key_line.len() > 16, "a PEM body line: {key_line:?}");
+    let all = format!("{}{}{}", out.stdout, sk.stdout_text(), sk.stderr_text());
+    super::assert_no_secret(&all, &[TOKEN, key_line]);
+}

@@ -784,3 +784,43 @@ async fn upstream_response_timeout_also_bounds_a_websocket_upgrade() {
     );
     assert_sidekey_error(&r, 504, "upstream_timeout");
 }
+
+/// Issue 12: a reload that changes a start-up setting keeps its running value and
+/// logs a warning naming it; the rest of the file applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_that_changes_startup_settings_warns_naming_each() {
+    let up = Upstream::start();
+    let sk = Sidekey::start(&gated_config(&up, ""), &[("TOK", TOK)]);
+    let audit_file = sk.dir.path().join("moved-audit.jsonl");
+    let changed = gated_config(
+        &up,
+        &format!(
+            "audit: {{file: {:?}}}\nlimits: {{max_connections: 9}}\n",
+            audit_file.to_str().unwrap()
+        ),
+    );
+    atomic_write(sk.dir.path(), CONFIG_NAME, &changed);
+    sk.signal("HUP");
+    wait_reloads(&sk, "success", 1.0).await;
+    for setting in ["audit.file", "limits.max_connections"] {
+        assert!(
+            sk.stderr_has(&format!("`{setting}` is read only at start-up")),
+            "no warning naming {setting}: {}",
+            sk.stderr_text()
+        );
+    }
+    assert!(
+        !sk.stderr_has("`listen` is read only"),
+        "an unchanged setting is not named: {}",
+        sk.stderr_text()
+    );
+    // The audit keeps going where it went at start-up.
+    let before = sk.audit_records().len();
+    let r = proxy_get(sk.proxy_addr, "http://api.test/after-reload", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(sk.wait_audit(before + 1).len() > before);
+    assert!(
+        !audit_file.exists(),
+        "audit.file is not reopened by a reload"
+    );
+}
