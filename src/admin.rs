@@ -59,7 +59,7 @@ fn route(shared: &Shared, ready: &Readiness, req: &Request<Incoming>) -> Respons
             if ready.shutting_down.load(Ordering::Relaxed) {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
             }
-            match crate::server::readiness(shared) {
+            match readiness(shared) {
                 Ok(()) => text(StatusCode::OK, "ready\n"),
                 Err(why) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -87,4 +87,13 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         http::HeaderValue::from_static("text/plain"),
     );
     r
+}
+
+/// What `/readyz` checks beyond "not shutting down".
+pub(crate) fn readiness(shared: &Shared) -> Result<(), String> {
+    let rt = shared.runtime();
+    if rt.config.tls.is_some() && rt.ca.is_none() {
+        return Err("CA not loaded".into());
+    }
+    shared.credentials.readiness()
 }

@@ -134,8 +134,10 @@ fn load_or_report(path: &Path) -> Result<Config, ExitCode> {
 /// `tls.generate: true`: create the development CA before anything loads it (the
 /// serving commands and `env`; never `check`).
 pub(crate) fn generate_ca(cfg: &Config, path: &Path) -> Result<(), ExitCode> {
-    let Some(tls) = &cfg.tls else { return Ok(()) };
-    match crate::tls::ensure_generated(tls) {
+    let Some(tls) = cfg.tls.as_ref().filter(|t| t.generate) else {
+        return Ok(());
+    };
+    match crate::tls::ensure_generated(&tls.ca_cert, &tls.ca_key) {
         Ok(true) => {
             eprintln!(
                 "sidekey: generated a development CA: {} (trust it: eval \"$(sidekey env --config {})\")",

@@ -24,6 +24,7 @@ pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod scrub;
 pub mod server;
 pub mod telemetry;
 pub mod throttle;

@@ -158,15 +158,6 @@ pub async fn run(
     Ok(())
 }
 
-/// What `/readyz` checks beyond "not shutting down".
-pub fn readiness(shared: &Shared) -> Result<(), String> {
-    let rt = shared.runtime();
-    if rt.config.tls.is_some() && rt.ca.is_none() {
-        return Err("CA not loaded".into());
-    }
-    shared.credentials.readiness()
-}
-
 /// Reload on SIGHUP, and when the config file's content changes (this also catches a
 /// Kubernetes ConfigMap symlink swap, which changes no inode we could watch).
 async fn watch_reloads(

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use sidekey::proxy::scrub::{ScrubBody, Secrets};
+use sidekey::scrub::{ScrubBody, Secrets};
 
 /// A body that hands out pre-cut chunks, always ready.
 struct Chunks(VecDeque<Bytes>);

@@ -19,7 +19,7 @@ mod validate_identity;
 mod validate_mcp;
 mod validate_minted;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -96,10 +96,6 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub audit_file: Option<PathBuf>,
     pub egress_allow: Vec<IpNet>,
-    /// Host names and IP literals the operator wrote as destinations (gateway
-    /// upstreams, `upstreams:` keys, literal-IP `match.host`): egress checks allow
-    /// these as intent.
-    pub intended_hosts: HashSet<String>,
     /// `connect:`: assistant onboarding (connect pages and links), when configured.
     pub connect: Option<ConnectConfig>,
     /// `telemetry:`: trace export (read once at start-up; a reload keeps the first).

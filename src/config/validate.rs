@@ -179,18 +179,6 @@ pub(super) fn validate(
         }
     }
 
-    let mut intended_hosts: HashSet<String> = upstreams.keys().cloned().collect();
-    for r in &routes {
-        if let Some(g) = &r.gateway {
-            intended_hosts.insert(g.host.clone());
-        }
-        if let Some(HostPattern::Exact(h)) = &r.matcher.host
-            && (h.parse::<IpAddr>().is_ok() || h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok())
-        {
-            intended_hosts.insert(h.clone());
-        }
-    }
-
     if !p.0.is_empty() {
         return Err(p.0);
     }
@@ -212,7 +200,6 @@ pub(super) fn validate(
         shutdown_grace,
         audit_file,
         egress_allow,
-        intended_hosts,
         connect,
         telemetry,
         source_text: String::new(),

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::proxy::scrub::Secrets;
+use crate::scrub::Secrets;
 
 /// A credential ready to inject. The token is a [`SecretString`]: it redacts itself
 /// in `Debug`, is zeroed on drop, and is only read by `expose_secret()` at injection.

@@ -66,7 +66,7 @@ impl Connector {
         Connector {
             inner: Arc::new(Inner {
                 overrides: cfg.upstreams.clone(),
-                intended: cfg.intended_hosts.clone(),
+                intended: egress::intended_hosts(cfg),
                 allow: cfg.egress_allow.clone(),
                 own,
                 timeout: cfg.timeouts.connect,

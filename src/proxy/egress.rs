@@ -5,6 +5,7 @@
 //! `64:ff9b::/96`, 6to4 `2002::/16`) falls in a non-public range, unless the operator
 //! listed it in `egress.allow_cidrs` or wrote the destination in the config.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
@@ -12,6 +13,7 @@ use ipnet::IpNet;
 use super::target::Target;
 use crate::config::{Config, RouteSpec};
 use crate::error::ProxyError;
+use crate::policy::HostPattern;
 
 /// Why an address is not public, or `None` when it is.
 pub fn non_public_reason(ip: IpAddr) -> Option<&'static str> {
@@ -144,6 +146,24 @@ pub(crate) fn check_intent(
 /// Whether some route names exactly this host (a literal IP written in the config).
 pub(crate) fn named_by_any_route(cfg: &Config, host: &str) -> bool {
     cfg.routes.iter().any(|r| r.matcher.names_host(host))
+}
+
+/// The hosts the operator wrote down as destinations, computed once per config for
+/// the connector: `upstreams:` keys, gateway upstream hosts, and literal IPs that a
+/// route's `match.host` names. Dialling one of these skips the private-range check.
+pub(crate) fn intended_hosts(cfg: &Config) -> HashSet<String> {
+    let mut hosts: HashSet<String> = cfg.upstreams.keys().cloned().collect();
+    for r in &cfg.routes {
+        if let Some(g) = &r.gateway {
+            hosts.insert(g.host.clone());
+        }
+        if let Some(HostPattern::Exact(h)) = &r.matcher.host
+            && h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok()
+        {
+            hosts.insert(h.clone());
+        }
+    }
+    hosts
 }
 
 /// The egress check for a literal-IP host: allowed when the operator wrote it (a

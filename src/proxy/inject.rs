@@ -12,10 +12,10 @@ use http::header::{AUTHORIZATION, HeaderMap};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::scrub::Secrets;
 use crate::config::{Inject, RouteSpec};
 use crate::credentials::Token;
 use crate::error::ProxyError;
+use crate::scrub::Secrets;
 
 /// Characters escaped in a query value.
 const QUERY_VALUE: &AsciiSet = &CONTROLS

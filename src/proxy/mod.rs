@@ -17,7 +17,6 @@ pub mod inject;
 pub mod listener;
 mod phases;
 mod replay;
-pub mod scrub;
 pub(crate) mod sigv4;
 pub mod target;
 mod upgrade;

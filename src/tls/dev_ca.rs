@@ -8,15 +8,15 @@ use std::path::Path;
 
 use super::ca::{CERT, KEY, write_new};
 use super::{CaError, CertificateAuthority};
-use crate::config::TlsConfig;
 
-/// Create the CA of a `generate: true` config when neither of its files exists.
-/// Returns whether it was created now; a present pair is left as it is (and is
-/// checked by the config loader like any other CA).
-pub fn ensure_generated(tls: &TlsConfig) -> Result<bool, CaError> {
-    if !tls.generate {
-        return Ok(false);
-    }
+/// Create the CA pair `cert` + `key` (`tls.ca_cert`, `tls.ca_key` of a `generate: true`
+/// config) when neither file exists. Returns whether it was created now; a present
+/// pair is left as it is (and is checked by the config loader like any other CA).
+pub fn ensure_generated(cert: &Path, key: &Path) -> Result<bool, CaError> {
+    let tls = Pair {
+        ca_cert: cert.to_path_buf(),
+        ca_key: key.to_path_buf(),
+    };
     let exists = |p: &Path| fs::symlink_metadata(p).is_ok();
     match (exists(&tls.ca_cert), exists(&tls.ca_key)) {
         (true, true) => return Ok(false),
@@ -52,6 +52,11 @@ pub fn ensure_generated(tls: &TlsConfig) -> Result<bool, CaError> {
     Ok(true)
 }
 
+struct Pair {
+    ca_cert: std::path::PathBuf,
+    ca_key: std::path::PathBuf,
+}
+
 fn make_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
@@ -65,12 +70,15 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn tls(dir: &Path, generate: bool) -> TlsConfig {
-        TlsConfig {
+    fn tls(dir: &Path) -> Pair {
+        Pair {
             ca_cert: dir.join("ca/ca.crt"),
             ca_key: dir.join("ca/ca.key"),
-            generate,
         }
+    }
+
+    fn ensure(t: &Pair) -> Result<bool, CaError> {
+        ensure_generated(&t.ca_cert, &t.ca_key)
     }
 
     fn tmp(name: &str) -> PathBuf {
@@ -82,8 +90,8 @@ mod tests {
     #[test]
     fn creates_a_loadable_pair_once_and_keeps_it() {
         let d = tmp("once");
-        let t = tls(&d, true);
-        assert!(ensure_generated(&t).expect("generated"));
+        let t = tls(&d);
+        assert!(ensure(&t).expect("generated"));
         let first = fs::read_to_string(&t.ca_cert).expect("cert written");
         CertificateAuthority::load(&t.ca_cert, &t.ca_key).expect("loadable");
         #[cfg(unix)]
@@ -92,23 +100,18 @@ mod tests {
             let mode = fs::metadata(&t.ca_key).expect("key").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(
-            !ensure_generated(&t).expect("second run"),
-            "kept, not regenerated"
-        );
+        assert!(!ensure(&t).expect("second run"), "kept, not regenerated");
         assert_eq!(fs::read_to_string(&t.ca_cert).expect("cert"), first);
         let _ = fs::remove_dir_all(&d);
     }
 
     #[test]
-    fn without_generate_or_with_half_a_pair_nothing_is_written() {
+    fn with_half_a_pair_nothing_is_written() {
         let d = tmp("half");
-        assert!(!ensure_generated(&tls(&d, false)).expect("no-op"));
-        assert!(!d.exists(), "generate: false writes nothing");
-        let t = tls(&d, true);
+        let t = tls(&d);
         fs::create_dir_all(d.join("ca")).expect("dir");
         fs::write(&t.ca_cert, "not a cert").expect("write");
-        let e = ensure_generated(&t).expect_err("half pair refused");
+        let e = ensure(&t).expect_err("half pair refused");
         assert_eq!(e.field(), "tls.ca_key");
         assert!(!t.ca_key.exists(), "nothing written");
         let _ = fs::remove_dir_all(&d);

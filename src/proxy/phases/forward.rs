@@ -20,9 +20,9 @@ use crate::config::Action;
 use crate::error::ProxyError;
 use crate::proxy::exchange::{CountingBody, Exchange};
 use crate::proxy::forward::UpstreamBody;
-use crate::proxy::scrub::Secrets;
 use crate::proxy::sigv4::{self, Payload};
 use crate::proxy::{ConnInfo, Runtime, Shared, replay, upgrade};
+use crate::scrub::Secrets;
 
 /// The upstream's answer.
 pub(super) enum Reply {

@@ -9,9 +9,9 @@ use http::request::Parts;
 use super::Call;
 use crate::credentials::Token;
 use crate::error::ProxyError;
-use crate::proxy::scrub::Secrets;
 use crate::proxy::target::Target;
 use crate::proxy::{Runtime, headers};
+use crate::scrub::Secrets;
 
 /// What the later phases need to know about the prepared request.
 pub(super) struct Prepared {

@@ -12,7 +12,7 @@ use crate::config::RouteSpec;
 use crate::error::ProxyError;
 use crate::proxy::forward::{BoxError, UpstreamBody};
 use crate::proxy::headers;
-use crate::proxy::scrub::{ScrubBody, Secrets};
+use crate::scrub::{ScrubBody, Secrets};
 
 pub(super) fn respond(
     sent: Sent,

@@ -182,7 +182,7 @@ fn identity_look_alikes_are_all_stripped() {
 
 #[test]
 fn masking_keeps_length_and_removes_every_form() {
-    use sidekey::proxy::scrub::Secrets;
+    use sidekey::scrub::Secrets;
     let token = "xoxb-1234-abcd/EF+gh=";
     let s = Secrets::new(token, &[]);
     let b64 = "eG94Yi0xMjM0LWFiY2QvRUYrZ2g9";
