@@ -70,7 +70,13 @@ step "fuzz smoke"
 (cd fuzz && for t in config route_match identity scrubber mcp; do
   d=""; [ -f "$t.dict" ] && d="-dict=$t.dict"
   echo "fuzz smoke: $t"
-  cargo fuzz run --sanitizer none "$t" -- -max_total_time="${SIDEKEY_FUZZ_SECONDS:-10}" $d 2>&1 | tail -n 2
+  log="target/fuzz-smoke-$t.log"
+  if ! cargo fuzz run --sanitizer none "$t" -- -max_total_time="${SIDEKEY_FUZZ_SECONDS:-10}" $d >"$log" 2>&1; then
+    echo "fuzz smoke: $t found a failure (input saved under fuzz/artifacts/$t/):" >&2
+    grep -A12 "panicked" "$log" >&2 || tail -n 40 "$log" >&2
+    exit 1
+  fi
+  tail -n 2 "$log"
 done)
 if ! git diff --quiet -- fuzz/Cargo.lock 2>/dev/null; then
   echo "note: fuzz/Cargo.lock changed (the root dependencies moved); commit it with your change" >&2

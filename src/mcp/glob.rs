@@ -24,22 +24,7 @@ impl Glob {
     }
 
     pub fn matches(&self, text: &str) -> bool {
-        let Some((first, rest)) = self.parts.split_first() else {
-            return text.is_empty();
-        };
-        let Some(mut remaining) = text.strip_prefix(first.as_str()) else {
-            return false;
-        };
-        let Some((last, middle)) = rest.split_last() else {
-            return remaining.is_empty();
-        };
-        for part in middle {
-            match remaining.find(part.as_str()) {
-                Some(i) => remaining = &remaining[i + part.len()..],
-                None => return false,
-            }
-        }
-        remaining.len() >= last.len() && remaining.ends_with(last.as_str())
+        crate::policy::star_match(&self.parts, text)
     }
 }
 

@@ -230,6 +230,25 @@ mod tests {
 
     use super::*;
 
+    /// Found by the `mcp` fuzz target: without serde_json's exact float parsing a
+    /// canonical form read back was another number, so a pin could name a value the
+    /// server never sent.
+    #[test]
+    fn canonical_json_reads_back_as_the_same_value() {
+        for text in [
+            "6e63",
+            "7.0000000000000015e62",
+            "[0.1, -2.5e-308, 1e308]",
+            "{\"b\": 1, \"a\": 2}",
+        ] {
+            let v: Value = serde_json::from_str(text).expect("json");
+            let mut out = Vec::new();
+            canonical_json(&v, &mut out);
+            let back: Value = serde_json::from_slice(&out).expect("canonical JSON is JSON");
+            assert_eq!(back, v, "{text}");
+        }
+    }
+
     #[test]
     fn hash_is_of_sorted_compact_json_of_three_members() {
         let t = json!({"name": "get_x", "inputSchema": {"type": "object", "b": 1, "a": "é"},

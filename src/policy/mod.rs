@@ -19,6 +19,7 @@ use http::Method;
 
 pub use decide::{Decision, DecisionInput, Gateway, Refusal, admits, decide};
 pub use path::{match_form, normalize};
+pub(crate) use pattern::star_match;
 pub use pattern::{HostPattern, PathGlob, canonical_host};
 pub use route_match::{Condition, ConditionCheck, ConditionKind, MatchInput, RouteMatch};
 

@@ -144,25 +144,30 @@ impl PathGlob {
     }
 
     pub fn matches(&self, path: &str) -> bool {
-        let parts = &self.parts;
-        let (first, rest) = match parts.split_first() {
-            Some(x) => x,
-            None => return path.is_empty(),
-        };
-        let Some(mut remaining) = path.strip_prefix(first.as_str()) else {
-            return false;
-        };
-        let Some((last, middle)) = rest.split_last() else {
-            return remaining.is_empty();
-        };
-        for part in middle {
-            match remaining.find(part.as_str()) {
-                Some(i) => remaining = &remaining[i + part.len()..],
-                None => return false,
-            }
-        }
-        remaining.len() >= last.len() && remaining.ends_with(last.as_str())
+        star_match(&self.parts, path)
     }
+}
+
+/// Anchored `*` matching: `parts` are the literal pieces between the stars (`a*b` is
+/// `["a", "b"]`); the first must start `text`, the last end it, the others appear in
+/// order between. Shared by path globs and the MCP tool globs.
+pub(crate) fn star_match(parts: &[String], text: &str) -> bool {
+    let Some((first, rest)) = parts.split_first() else {
+        return text.is_empty();
+    };
+    let Some(mut remaining) = text.strip_prefix(first.as_str()) else {
+        return false;
+    };
+    let Some((last, middle)) = rest.split_last() else {
+        return remaining.is_empty();
+    };
+    for part in middle {
+        match remaining.find(part.as_str()) {
+            Some(i) => remaining = &remaining[i + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last.as_str())
 }
 
 #[cfg(test)]

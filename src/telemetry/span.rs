@@ -94,9 +94,12 @@ fn attributes(r: &AuditRecord<'_>) -> Vec<KeyValue> {
     text("url.scheme", Some(r.scheme));
     text("server.address", Some(&r.host));
     text("url.path", Some(&r.path));
-    // MCP: when the audit record carries its `mcp` list, its first entry's `method`
-    // becomes `mcp.method.name` and its `tool` `gen_ai.tool.name` (hook for the MCP
-    // routes; non-MCP requests have neither).
+    // MCP: the first JSON-RPC message of the POST names the method and, for a
+    // `tools/call`, the tool (already bounded by the MCP gate); other requests have
+    // neither.
+    let first = r.mcp.and_then(|m| m.first());
+    text("mcp.method.name", first.and_then(|e| e.method.as_deref()));
+    text("gen_ai.tool.name", first.and_then(|e| e.tool.as_deref()));
     a.push(KeyValue::new(
         "http.response.status_code",
         i64::from(r.status),
@@ -133,6 +136,27 @@ mod tests {
             bytes_out: 0,
             mcp: None,
         }
+    }
+
+    #[test]
+    fn an_mcp_call_names_its_method_and_tool() {
+        let entries = [crate::mcp::gate::AuditEntry {
+            method: Some("tools/call".into()),
+            tool: Some("create_issue".into()),
+            decision: "allow",
+        }];
+        let mut r = record(Some("gh"), 200);
+        r.mcp = Some(&entries);
+        let a = attributes(&r);
+        let get = |k: &str| {
+            a.iter()
+                .find(|kv| kv.key.as_str() == k)
+                .map(|kv| kv.value.clone())
+        };
+        assert_eq!(get("mcp.method.name"), Some(Value::from("tools/call")));
+        assert_eq!(get("gen_ai.tool.name"), Some(Value::from("create_issue")));
+        let plain = attributes(&record(Some("gh"), 200));
+        assert!(plain.iter().all(|kv| !kv.key.as_str().starts_with("mcp.")));
     }
 
     fn attr<'a>(s: &'a SpanData, key: &str) -> Option<&'a Value> {

@@ -216,7 +216,7 @@ fn a_generated_dev_ca_is_created_on_first_run_and_trusted_through_env() {
     let ca_dir = sk.dir.path().join("dev-ca");
     assert!(ca_dir.join("ca.crt").is_file() && ca_dir.join("ca.key").is_file());
     assert!(
-        sk.stderr_has("generated a development CA"),
+        sk.wait_stderr("generated a development CA"),
         "{}",
         sk.stderr_text()
     );

@@ -804,7 +804,7 @@ async fn reload_that_changes_startup_settings_warns_naming_each() {
     wait_reloads(&sk, "success", 1.0).await;
     for setting in ["audit.file", "limits.max_connections"] {
         assert!(
-            sk.stderr_has(&format!("`{setting}` is read only at start-up")),
+            sk.wait_stderr(&format!("`{setting}` is read only at start-up")),
             "no warning naming {setting}: {}",
             sk.stderr_text()
         );

@@ -328,6 +328,20 @@ impl Sidekey {
         self.stderr_count(needle) > 0
     }
 
+    /// Whether a stderr line with `needle` arrives within 10 s (log lines reach the
+    /// test through a reader thread, so one written just before a response may still
+    /// be on its way when the response is read).
+    pub fn wait_stderr(&self, needle: &str) -> bool {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < std::time::Duration::from_secs(10) {
+            if self.stderr_has(needle) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Every complete stdout line that is a JSON object (the audit records).
     pub fn audit_records(&self) -> Vec<Value> {
         let text = self.stdout_text();

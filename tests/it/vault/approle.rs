@@ -113,7 +113,7 @@ async fn approle_login_policy_denial_and_token_renewal() {
         Some("credential_store_unavailable")
     );
     assert!(
-        sk.stderr_has("Vault policy denies"),
+        sk.wait_stderr("Vault policy denies"),
         "the 403 is logged as a policy denial"
     );
 
