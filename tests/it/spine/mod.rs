@@ -1,5 +1,6 @@
 //! spine tests (see each file's own doc).
 mod audit;
+mod in_process;
 mod injection;
 mod lifecycle;
 mod policy;

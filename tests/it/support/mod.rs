@@ -7,6 +7,8 @@
 //! * [`assert`] holds contract checks shared by several test files.
 //! * [`MintServer`] is a token endpoint whose answers (and checks) a test supplies.
 //! * [`devloop`]: `sidekey run -- CMD` / `sidekey env` as processes, fixed ports.
+//! * [`InProcess`]: `server::run` inside the test process (injected listeners and
+//!   shutdown), for tests that need neither the binary's output nor signals.
 //! * HTTPS: [`TlsUpstream`] (a recording TLS upstream), [`test_ca`] and [`SidekeyCa`],
 //!   [`processes`] (curl, Python clients), [`tunnel`] (raw CONNECT), [`websocket`].
 //! * MCP: [`McpServer`] (the Python SDK's FastMCP) and raw JSON-RPC posts.
@@ -31,6 +33,7 @@ pub mod body;
 pub mod client;
 pub mod connect;
 pub mod devloop;
+pub mod in_process;
 pub mod mcp_server;
 pub mod mint_server;
 pub mod processes;
@@ -47,6 +50,7 @@ pub use assert::*;
 pub use body::*;
 pub use client::*;
 pub use devloop::*;
+pub use in_process::InProcess;
 pub use mcp_server::*;
 pub use mint_server::*;
 pub use processes::*;
