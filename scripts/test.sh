@@ -70,7 +70,7 @@ step "fuzz smoke"
 (cd fuzz && for t in config route_match identity scrubber mcp; do
   d=""; [ -f "$t.dict" ] && d="-dict=$t.dict"
   echo "fuzz smoke: $t"
-  log="target/fuzz-smoke-$t.log"
+  log=$(mktemp)
   if ! cargo fuzz run --sanitizer none "$t" -- -max_total_time="${SIDEKEY_FUZZ_SECONDS:-10}" $d >"$log" 2>&1; then
     echo "fuzz smoke: $t found a failure (input saved under fuzz/artifacts/$t/):" >&2
     grep -A12 "panicked" "$log" >&2 || tail -n 40 "$log" >&2
