@@ -22,8 +22,7 @@ pub struct OpenBao {
 impl OpenBao {
     /// Start `bao server -dev` on a free loopback port with a random root token.
     pub fn start() -> OpenBao {
-        let mut process = BaoProcess::spawn(support::free_port());
-        support::block_on(process.wait_healthy());
+        let process = support::block_on(BaoProcess::start_fresh());
         OpenBao {
             addr: process.addr,
             root: process.root_token.clone(),

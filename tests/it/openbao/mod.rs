@@ -155,18 +155,42 @@ impl BaoProcess {
         }
     }
 
+    /// Spawns a server on a free loopback port and waits until it is healthy. The
+    /// port is free when picked but another process may take it before `bao` binds
+    /// it, so a start that fails with "address already in use" is tried again on a
+    /// new port.
+    pub async fn start_fresh() -> BaoProcess {
+        for _ in 0..4 {
+            let mut process = BaoProcess::spawn(support::free_port());
+            match process.try_wait_healthy().await {
+                Ok(()) => return process,
+                Err(log) if log.contains("address already in use") => continue,
+                Err(log) => panic!("bao exited during start:\n{log}"),
+            }
+        }
+        panic!("bao could not bind a free loopback port in four tries");
+    }
+
     /// Waits until `sys/health` answers 200; panics with the server's log when it
     /// exits or is not healthy within [`BAO_START_TIMEOUT`].
     pub async fn wait_healthy(&mut self) {
+        if let Err(log) = self.try_wait_healthy().await {
+            panic!("bao exited during start:\n{log}");
+        }
+    }
+
+    /// [`wait_healthy`](Self::wait_healthy), but an exit during start is returned
+    /// (with the server's log) instead of a panic.
+    async fn try_wait_healthy(&mut self) -> Result<(), String> {
         let t0 = Instant::now();
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("bao exited ({status}) during start:\n{}", self.log_text());
+                return Err(format!("exit {status}\n{}", self.log_text()));
             }
             if let Ok(r) = bao_api(self.addr, "GET", "sys/health", None, None).await
                 && r.status == 200
             {
-                return;
+                return Ok(());
             }
             assert!(
                 t0.elapsed() < BAO_START_TIMEOUT,
@@ -206,12 +230,17 @@ pub struct OpenBao {
 
 impl OpenBao {
     pub async fn start() -> Self {
-        Self::start_on(free_port()).await
+        Self::from_process(BaoProcess::start_fresh().await)
     }
 
+    /// Starts on a fixed `port` (a restart on the port a sidecar already knows).
     pub async fn start_on(port: u16) -> Self {
         let mut process = BaoProcess::spawn(port);
         process.wait_healthy().await;
+        Self::from_process(process)
+    }
+
+    fn from_process(process: BaoProcess) -> Self {
         OpenBao {
             addr: process.addr,
             root_token: process.root_token.clone(),

@@ -475,15 +475,24 @@ async fn handle(
     Ok(json_resp(StatusCode::OK, &path))
 }
 
-/// A loopback port with nothing listening (bound, read, released).
+/// A loopback port with nothing listening, for a child process to bind.
+///
+/// Picked below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up
+/// by default): a port taken from that range by binding port 0 and released can be
+/// handed straight back out as the source port of any outgoing connection, or to the
+/// next `bind(0)`, before the child binds it. Below it only another explicit pick can
+/// collide, and the bind check rules out one that is already taken.
 pub fn free_port() -> u16 {
-    dead_port()
+    for _ in 0..1000 {
+        let port = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
 }
 
-/// A loopback port with nothing listening (bound, read, released).
+/// A loopback port with nothing listening (see [`free_port`]).
 pub fn dead_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let p = l.local_addr().unwrap().port();
-    drop(l);
-    p
+    free_port()
 }
