@@ -8,24 +8,24 @@
 //! own accounts (assistant onboarding). `server` runs it all; `cli` is the command line,
 //! `devloop` its `env` and `run -- CMD`, `telemetry` the trace export.
 
-pub mod admin;
-pub mod audit;
+pub(crate) mod admin;
+pub(crate) mod audit;
 pub mod cli;
 pub mod config;
-pub mod connect;
+pub(crate) mod connect;
 pub mod credentials;
-pub mod devloop;
-pub mod error;
-pub mod explain;
+pub(crate) mod devloop;
+pub(crate) mod error;
+pub(crate) mod explain;
 pub mod identity;
-pub mod logging;
+pub(crate) mod logging;
 pub mod mcp;
-pub mod memory;
+pub(crate) mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod scrub;
 pub mod server;
-pub mod telemetry;
-pub mod throttle;
+pub(crate) mod telemetry;
+pub(crate) mod throttle;
 pub mod tls;

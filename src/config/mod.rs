@@ -9,8 +9,8 @@ mod connect;
 mod duration;
 mod minted;
 mod names;
-pub mod rate;
-pub mod raw;
+pub(crate) mod rate;
+pub(crate) mod raw;
 mod startup;
 mod telemetry;
 mod validate;
@@ -29,15 +29,15 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
-pub use connect::{ConnectConfig, Connectable, MIN_SIGNING_KEY, VerifyUser};
+pub use connect::{ConnectConfig, Connectable, VerifyUser};
 pub use duration::parse_duration;
 pub use minted::{GITHUB_API, GithubApp, GoogleServiceAccount, SigV4, TokenExchange};
 pub use names::{
     Action, ClientAuth, DefaultAction, Enforce, InjectForm, PinWord, SourceKind, ToolAction,
-    ToolDefault, UnknownName, Word,
+    ToolDefault, Word,
 };
 pub use rate::{RateKey, RateSpec};
-pub use startup::{STARTUP_SETTINGS, startup_changes};
+pub use startup::startup_changes;
 pub use telemetry::{HeaderSource, OtlpConfig, TelemetryConfig};
 
 use crate::policy::RouteMatch;
@@ -303,15 +303,6 @@ impl Inject {
             name: http::header::AUTHORIZATION,
             prefix: "Bearer ".into(),
             suffix: String::new(),
-        }
-    }
-
-    pub fn form(&self) -> InjectForm {
-        match self {
-            Inject::Header { .. } => InjectForm::Header,
-            Inject::Basic { .. } => InjectForm::Basic,
-            Inject::Query { .. } => InjectForm::Query,
-            Inject::AwsSigV4(_) => InjectForm::AwsSigV4,
         }
     }
 

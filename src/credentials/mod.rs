@@ -26,7 +26,7 @@ mod oauth;
 mod quarantine;
 mod refresh;
 mod secret_ref;
-pub mod template;
+pub(crate) mod template;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
@@ -49,7 +49,7 @@ pub use assertion::check_rsa_pem;
 pub use backend::{ClientCreds, Kv, KvError, MintEndpoint, OAuthError, SecretMap, TokenEndpoint};
 pub use google_sa::ServiceAccountKey;
 pub(crate) use oauth::HttpTokenEndpoint;
-pub use token::{AwsKeys, Token, format_expiry, parse_expiry};
+pub use token::{AwsKeys, Token, format_expiry};
 
 use secrecy::SecretString;
 
@@ -190,7 +190,8 @@ impl CredentialStore {
     }
 
     /// The token for `spec` (and `user`, for per-user credentials).
-    pub async fn get(
+    #[cfg(test)]
+    pub(crate) async fn get(
         &self,
         spec: &Arc<CredentialSpec>,
         user: Option<&str>,
@@ -221,7 +222,8 @@ impl CredentialStore {
     /// The upstream refused `rejected`: drop it and return a different token — the one
     /// stored now if someone else already replaced it, else a forced refresh (one for
     /// all callers). `Expired` when the credential cannot be refreshed.
-    pub async fn reject(
+    #[cfg(test)]
+    pub(crate) async fn reject(
         &self,
         spec: &Arc<CredentialSpec>,
         user: Option<&str>,
@@ -230,7 +232,10 @@ impl CredentialStore {
         self.reject_for(spec, Subject::user(user), rejected).await
     }
 
-    /// [`reject`](Self::reject) for a request's [`Subject`].
+    /// The upstream refused `rejected`: drop it and return a different token — the one
+    /// stored now if someone else already replaced it, else a forced refresh (one for
+    /// all callers), for a request's [`Subject`]. `Expired` when the credential cannot
+    /// be refreshed.
     pub async fn reject_for(
         &self,
         spec: &Arc<CredentialSpec>,

@@ -10,9 +10,9 @@
 //! * [`errors`]: refusals as JSON-RPC errors (-32001, and -32042 URL elicitation).
 
 pub mod config;
-pub mod errors;
+pub(crate) mod errors;
 pub mod filter;
-pub mod gate;
+pub(crate) mod gate;
 pub mod glob;
 pub mod jsonrpc;
 pub mod pin;
@@ -22,4 +22,4 @@ pub mod sse;
 pub use config::McpConfig;
 pub use gate::McpCall;
 pub use pin::PinStore;
-pub use rules::{ToolDecision, ToolRefusal, decide_tool};
+pub use rules::decide_tool;

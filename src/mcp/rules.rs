@@ -25,7 +25,8 @@ pub struct ToolDecision {
 }
 
 impl ToolDecision {
-    pub fn allowed(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn allowed(&self) -> bool {
         self.refusal.is_none()
     }
 

@@ -21,7 +21,7 @@ pub use decide::{Decision, DecisionInput, Gateway, Refusal, admits, decide};
 pub use path::{match_form, normalize};
 pub(crate) use pattern::star_match;
 pub use pattern::{HostPattern, PathGlob, canonical_host};
-pub use route_match::{Condition, ConditionCheck, ConditionKind, MatchInput, RouteMatch};
+pub use route_match::{ConditionCheck, MatchInput, RouteMatch};
 
 use crate::config::{Action, DefaultAction, Enforce, RouteSpec};
 
@@ -74,10 +74,6 @@ impl RouteTable {
             }
         }
         t
-    }
-
-    pub fn routes(&self) -> &[Arc<RouteSpec>] {
-        &self.routes
     }
 
     /// The first proxy (non-gateway) route matching the request.

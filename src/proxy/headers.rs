@@ -156,7 +156,8 @@ fn parse_traceparent(headers: &HeaderMap) -> Option<(&str, u64, u8)> {
 }
 
 /// The W3C trace id of a valid `traceparent`, or `None`.
-pub fn trace_id(headers: &HeaderMap) -> Option<String> {
+#[cfg(test)]
+fn trace_id(headers: &HeaderMap) -> Option<String> {
     parse_traceparent(headers).map(|(trace, _, _)| trace.to_string())
 }
 

@@ -7,18 +7,18 @@
 //! `connector.rs` + `egress.rs` how upstreams are dialled, `exchange.rs` the audit.
 
 mod connect;
-pub mod connector;
+pub(crate) mod connector;
 mod counting_io;
-pub mod egress;
+pub(crate) mod egress;
 mod exchange;
-pub mod forward;
+pub(crate) mod forward;
 pub mod headers;
 pub mod inject;
-pub mod listener;
+pub(crate) mod listener;
 mod phases;
 mod replay;
 pub(crate) mod sigv4;
-pub mod target;
+pub(crate) mod target;
 mod upgrade;
 
 use std::net::SocketAddr;

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
 
-pub use backoff::{MAX_BACKOFF, retry_after_secs};
+pub use backoff::retry_after_secs;
 
 use crate::config::{RateKey, RouteSpec};
 use crate::error::ProxyError;

@@ -89,7 +89,6 @@ pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
     /// The certificates of `tls.ca_cert`, the CA first; served after each leaf.
     chain: Vec<CertificateDer<'static>>,
-    cert_pem: String,
     not_after: OffsetDateTime,
     provider: Arc<CryptoProvider>,
     leaves: LeafCache,
@@ -148,11 +147,9 @@ impl CertificateAuthority {
         let issuer = Issuer::from_ca_cert_der(&ca_der, key_pair)
             .map_err(|e| bad_cert(cert, e.to_string()))?;
 
-        let cert_pem = chain.iter().map(|c| super::roots::pem_encode(c)).collect();
         let ca = Self {
             issuer,
             chain,
-            cert_pem,
             not_after: facts.not_after,
             provider,
             leaves: LeafCache::new(10_000, Duration::from_secs(24 * 60 * 60)),
@@ -219,13 +216,12 @@ impl CertificateAuthority {
     }
 
     /// The CA certificate(s) as PEM, for clients to trust.
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
-    }
-
-    /// The CA certificate's notAfter.
-    pub fn not_after(&self) -> OffsetDateTime {
-        self.not_after
+    #[cfg(test)]
+    pub(crate) fn cert_pem(&self) -> String {
+        self.chain
+            .iter()
+            .map(|c| super::roots::pem_encode(c))
+            .collect()
     }
 
     /// A server config presenting a leaf for exactly `host` (DNS or IP SAN), chain
@@ -431,7 +427,7 @@ mod tests {
         assert!(facts.is_ca);
         let years = (facts.not_after - OffsetDateTime::now_utc()).whole_days();
         assert!((3649..=3650).contains(&years), "{years} days");
-        assert_eq!(ca.not_after(), facts.not_after);
+        assert_eq!(ca.not_after, facts.not_after);
     }
 
     #[test]

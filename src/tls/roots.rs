@@ -278,9 +278,9 @@ mod tests {
         let ca = new_ca(&dir.path().join("ca"));
         let out = dir.path().join("bundle.pem");
         fs::write(&out, "stale").unwrap();
-        write_trust_bundle(ca.cert_pem(), &out).unwrap();
+        write_trust_bundle(&ca.cert_pem(), &out).unwrap();
         let text = fs::read_to_string(&out).unwrap();
-        assert!(text.ends_with(ca.cert_pem()));
+        assert!(text.ends_with(&ca.cert_pem()));
         let certs: Vec<_> = rustls_pemfile::certs(&mut text.as_bytes())
             .map(|c| c.unwrap())
             .collect();
@@ -292,9 +292,9 @@ mod tests {
             "every cert parses"
         );
         // Writing again replaces the file rather than appending to it.
-        write_trust_bundle(ca.cert_pem(), &out).unwrap();
+        write_trust_bundle(&ca.cert_pem(), &out).unwrap();
         let again = fs::read_to_string(&out).unwrap();
-        assert_eq!(again.matches(ca.cert_pem()).count(), 1);
+        assert_eq!(again.matches(&ca.cert_pem()).count(), 1);
         assert_eq!(
             fs::read_dir(dir.path()).unwrap().count(),
             2,
