@@ -95,7 +95,13 @@ fn result_line(p: &SidekeyProc) -> Value {
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
         .unwrap_or_else(|| panic!("the agent printed no RESULT\n{}", p.output()));
-    serde_json::from_str(line).unwrap()
+    // The agent and sidekey's audit share stdout: a record can land right after the
+    // JSON, before the agent's newline, so read the first JSON value only.
+    serde_json::Deserializer::from_str(line)
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("the RESULT line is not JSON: {line}"))
 }
 
 #[track_caller]

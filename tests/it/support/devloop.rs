@@ -99,9 +99,18 @@ impl SidekeyProc {
 
     /// Stdout lines that are audit records (JSON objects with a `request_id`).
     pub fn audit_records(&self) -> Vec<Value> {
-        self.stdout_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        // The command shares stdout with the audit: a record may follow the command's
+        // own output on one line (written before the command's newline), so every
+        // record is read from where it starts, `{"ts":`, to the end of its JSON.
+        let text = self.stdout_text();
+        text.lines()
+            .flat_map(|l| l.match_indices("{\"ts\":").map(move |(i, _)| &l[i..]))
+            .filter_map(|s| {
+                serde_json::Deserializer::from_str(s)
+                    .into_iter::<Value>()
+                    .next()?
+                    .ok()
+            })
             .filter(|v| v.get("request_id").is_some())
             .collect()
     }
