@@ -158,7 +158,7 @@ fn decide(
 ) -> Explanation {
     let request = MatchInput {
         host: &target.host,
-        path: &target.policy_path,
+        path: target.policy_path(),
         method,
     };
     let d = crate::policy::decide(

@@ -49,6 +49,9 @@ pub struct Exchange {
     skip: bool,
 }
 
+/// Every response's header naming its audit record.
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-sidekey-request-id");
+
 /// 32 random lower-case hex digits (on every request, so without `format!`).
 fn new_request_id() -> String {
     let mut id = [0u8; 32];
@@ -125,7 +128,7 @@ impl Exchange {
         shared: Arc<Shared>,
     ) -> Response<AuditedBody> {
         if let Ok(v) = HeaderValue::from_str(&self.request_id) {
-            resp.headers_mut().insert("x-sidekey-request-id", v);
+            resp.headers_mut().insert(REQUEST_ID, v);
         }
         let status = resp.status().as_u16();
         resp.map(|inner| AuditedBody {

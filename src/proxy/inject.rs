@@ -6,7 +6,10 @@
 //! the response scrubber masks exactly what was sent, whatever the inject form.
 //! AWS keys are never sent: `sigv4.rs` signs the final request with them.
 
+use std::borrow::Cow;
+
 use base64::Engine;
+use bytes::Bytes;
 use http::HeaderValue;
 use http::header::{AUTHORIZATION, HeaderMap};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -38,16 +41,17 @@ const QUERY_VALUE: &AsciiSet = &CONTROLS
     .add(b']');
 
 /// What [`apply`] put on the request.
-pub struct Injected {
-    /// The upstream query (query injection replaces the parameter).
-    pub query: Option<String>,
+pub struct Injected<'q> {
+    /// The upstream query (query injection replaces the parameter; the others pass
+    /// the client's query on without a copy).
+    pub query: Option<Cow<'q, str>>,
     /// Encodings of the secret as sent that are not the token's own text (the Basic
     /// credential's base64, a query value's percent-encoding): the response must not
     /// carry them either.
     pub sent_forms: Vec<SecretString>,
 }
 
-impl std::fmt::Debug for Injected {
+impl std::fmt::Debug for Injected<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -58,12 +62,12 @@ impl std::fmt::Debug for Injected {
 }
 
 /// Apply `inject` to `headers` / `query`.
-pub fn apply(
+pub fn apply<'q>(
     inject: &Inject,
     token: &Token,
     headers: &mut HeaderMap,
-    query: Option<&str>,
-) -> Result<Injected, ProxyError> {
+    query: Option<&'q str>,
+) -> Result<Injected<'q>, ProxyError> {
     if token.aws.is_some() && !matches!(inject, Inject::AwsSigV4(_)) {
         // Never send an AWS secret access key as a bearer token or query value.
         return Err(ProxyError::CredentialStoreUnavailable(
@@ -80,12 +84,16 @@ pub fn apply(
             prefix,
             suffix,
         } => {
-            let mut v =
-                HeaderValue::from_str(&format!("{prefix}{secret}{suffix}")).map_err(|_| bad())?;
+            // One buffer, handed to the header value without a copy.
+            let mut value = Vec::with_capacity(prefix.len() + secret.len() + suffix.len());
+            value.extend_from_slice(prefix.as_bytes());
+            value.extend_from_slice(secret.as_bytes());
+            value.extend_from_slice(suffix.as_bytes());
+            let mut v = HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| bad())?;
             v.set_sensitive(true);
             headers.insert(name.clone(), v);
             Ok(Injected {
-                query: query.map(str::to_string),
+                query: query.map(Cow::Borrowed),
                 sent_forms: Vec::new(),
             })
         }
@@ -99,13 +107,13 @@ pub fn apply(
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
             Ok(Injected {
-                query: query.map(str::to_string),
+                query: query.map(Cow::Borrowed),
                 sent_forms: vec![SecretString::from(encoded)],
             })
         }
         // Signed once the upstream request is final (`sigv4.rs`); nothing is sent.
         Inject::AwsSigV4(_) => Ok(Injected {
-            query: query.map(str::to_string),
+            query: query.map(Cow::Borrowed),
             sent_forms: vec![],
         }),
         Inject::Query { param } => {
@@ -123,7 +131,7 @@ pub fn apply(
                 vec![SecretString::from(value)]
             };
             Ok(Injected {
-                query: Some(out.join("&")),
+                query: Some(Cow::Owned(out.join("&"))),
                 sent_forms,
             })
         }
@@ -132,12 +140,12 @@ pub fn apply(
 
 /// Inject `token` as `route` says and prepare the response scrubber for it: returns
 /// the upstream query and the [`Secrets`] the response must never carry.
-pub fn prepare(
+pub fn prepare<'q>(
     route: &RouteSpec,
     token: &Token,
     headers: &mut HeaderMap,
-    query: Option<&str>,
-) -> Result<(Option<String>, Secrets), ProxyError> {
+    query: Option<&'q str>,
+) -> Result<(Option<Cow<'q, str>>, Secrets), ProxyError> {
     let injected = apply(route.effective_inject(), token, headers, query)?;
     // The response is scrubbed for the secret, which needs an uncompressed body.
     headers.insert(

@@ -26,11 +26,29 @@ pub struct Target {
     pub authority: Authority,
     /// Normalised path sent upstream.
     pub path: String,
-    /// The path policy matches (match form; for gateways, the part below the prefix).
-    pub policy_path: String,
+    /// The path policy matches (match form; for gateways, the part below the prefix)
+    /// when it differs from `path`: read it with [`Target::policy_path`].
+    policy_path: Option<String>,
     pub query: Option<String>,
     /// Which way in: forward proxy, or gateway (hit or miss).
     pub via: Via,
+}
+
+impl Target {
+    /// The path policy matches: the match form of `path` (for gateways, of the part
+    /// below the prefix).
+    pub fn policy_path(&self) -> &str {
+        self.policy_path.as_deref().unwrap_or(&self.path)
+    }
+}
+
+/// The match form of a normalised path when it is not the path itself (most paths
+/// have no `;` or `%` and are their own match form, without a copy).
+fn policy_form(path: &str) -> Option<String> {
+    match match_form(path) {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(form) => Some(form),
+    }
 }
 
 /// How a request came in, as far as routing goes.
@@ -98,7 +116,7 @@ pub fn resolve(
             scheme: Scheme::HTTPS,
             host: tunnel.host.clone(),
             authority,
-            policy_path: match_form(&path).into_owned(),
+            policy_path: policy_form(&path),
             path,
             query,
             via: Via::Proxy,
@@ -141,7 +159,7 @@ pub fn resolve(
                 scheme: scheme.clone(),
                 authority,
                 host,
-                policy_path: match_form(&path).into_owned(),
+                policy_path: policy_form(&path),
                 path,
                 query,
                 via: Via::Proxy,
@@ -167,7 +185,7 @@ pub fn resolve(
         scheme: g.scheme.clone(),
         host: g.host.clone(),
         authority: g.authority.clone(),
-        policy_path: match_form(rest).into_owned(),
+        policy_path: Some(match_form(rest).into_owned()),
         path: upstream_path,
         query,
         via: Via::Gateway(route.clone()),
@@ -199,7 +217,7 @@ fn gateway_miss(
         scheme: Scheme::HTTP,
         host: canonical_host(authority.host()),
         authority,
-        policy_path: match_form(&path).into_owned(),
+        policy_path: policy_form(&path),
         path,
         query,
         via: Via::GatewayMiss,

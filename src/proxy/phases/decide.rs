@@ -21,7 +21,7 @@ pub(super) fn decide(
     let input = DecisionInput {
         request: MatchInput {
             host: &target.host,
-            path: &target.policy_path,
+            path: target.policy_path(),
             method,
         },
         gateway: target.via.as_gateway(),
