@@ -2,7 +2,7 @@
 # Side-by-side load benchmark: sidekey vs nginx doing the same job (a reverse proxy that
 # injects `Authorization: Bearer ...`), in one run on loopback.
 #
-#   benches/load.sh                 # DUR=6s CONNS=32 ROUNDS=3, XDUR=4s XROUNDS=2 (about 7 minutes + build)
+#   benches/load.sh                 # DUR=6s CONNS=32 ROUNDS=3, XDUR=4s XROUNDS=2 (about 6.5 minutes + build)
 #   The "mcp" case POSTs a 1 KiB MCP tools/call decided by a tool rule (ratio to claw).
 #
 # Round two, the cost curves (after the main rounds, XROUNDS rounds of XDUR each, cases
@@ -14,7 +14,8 @@
 #   light load    ~1k req/s (wrk, 10 connections, a Lua delay() of 10 ms per request:
 #                 wrk2 is not in Debian): added p50 over direct, sidekey vs nginx
 #   connections   32 / 256 / 1,000 keep-alive clients, claw vs nginx: req/s, CPU per
-#                 request, peak RSS (VmHWM, reset through /proc/PID/clear_refs per case);
+#                 request, peak RSS (VmHWM, reset through /proc/PID/clear_refs per case,
+#                 the lowest of the rounds: a case starts from what the one before left);
 #                 RSS per idle connection (1,000 held open by a small Python client)
 #   routes        sidekeys with 10 / 1,000 / 10,000 routes, all on the hit host with
 #                 non-matching paths before the hit (so matching walks them), and one with
@@ -96,7 +97,9 @@ chmod 711 "$tmp"  # nginx workers (not root) serve the 100 MiB file from $tmp/ww
 # takes minutes.
 ucreds=$(mktemp -d /dev/shm/sidekey-bench-ucreds.XXXXXX 2>/dev/null || { mkdir "$tmp/ucreds" && echo "$tmp/ucreds"; })
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp" "$ucreds"; }
+# KEEP=dir: keep the raw per-case outputs there (wrk/tls_load output, CPU ticks, peaks).
+cleanup() { [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; cp "$tmp"/out.* "$tmp"/cpu.* "$tmp"/hwm.* "$tmp"/body.* "$tmp"/kv "$KEEP"/ 2>/dev/null || true; }
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp" "$ucreds"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -692,9 +695,11 @@ def xres(c, rounds=xr):  # medians over the rounds that produced a result: rps, 
     if not runs:
         return None
     return tuple(statistics.median(x[i] for x in runs) for i in range(3)) + (sum(x[3] for x in runs),)
-def xhwm(c, rounds=xr):  # peak RSS (MiB) over the rounds of a case
+def xhwm(c, rounds=xr):  # peak RSS (MiB) of a case: the lowest of its rounds' peaks, since
+    # a case starts from what the case before it left resident (round 2's 32 connections
+    # follow round 1's 1,000, whose buffers glibc keeps)
     vals = [int(open(f).read()) for f in (f"{tmp}/hwm.{c}.{r}" for r in range(1, rounds + 1)) if os.path.exists(f)]
-    return max(vals) / 1024 if vals else None
+    return min(vals) / 1024 if vals else None
 def f1(v, fmt=".1f"):
     return "-" if v is None else format(v, fmt)
 summary = []  # (section, case, throughput, cpu us/req, vs nginx+log, vs nginx, memory, note)
@@ -723,7 +728,7 @@ for c, label in (("ldirect", "direct"), ("lnginx", "nginx"), ("lnginx_log", "ngi
         summary.append(("light load ~1k req/s", label, f"{x[0]:,.0f} req/s", f1(us_req(c, xr)), "", "", "", f"p50 +{(x[1] - ld[1]) * 1000:.0f} us over direct ({ld[1] * 1000:.0f} us)"))
 
 print()
-print("Connections (keep-alive clients, claw vs nginx; peak RSS = VmHWM within the case):")
+print("Connections (keep-alive clients, claw vs nginx; peak = VmHWM within the case, lowest of the rounds):")
 print(f"{'conns':>6} {'case':<16}{'req/s':>10}{'p99 ms':>9}{'non-2xx':>9}{'cpu%':>8}{'us/req':>8}{'peak MiB':>10}")
 for n in (32, 256, 1000):
     for p, label in (("nginx", "nginx"), ("claw", "sidekey claw")):
