@@ -69,8 +69,6 @@ if ! need nginx || ! need wrk; then
 fi
 T0=$(date +%s)
 say() { echo "load.sh: [$(( $(date +%s) - T0 )) s] $*" >&2; }
-cargo build --release --quiet
-BIN=$PWD/target/release/sidekey
 # Helper binaries (bench targets, built like the release binary); each path is taken
 # from cargo's own report of the artifact.
 bench_bin() {
@@ -89,6 +87,11 @@ for line in sys.stdin:
 }
 TLS_LOAD=$(bench_bin tls_load)  # the HTTPS load client
 FLOOR=$(bench_bin hyper_floor)  # the stack's floor: hyper + hyper-util's pooled client, injecting only
+# The measured binary last: building a bench target also builds the sidekey binary with
+# the dev-dependency features and links it to target/release/sidekey; `cargo build
+# --release` (fresh or not) links the release build back in its place.
+cargo build --release --quiet
+BIN=$PWD/target/release/sidekey
 
 say "built"
 tmp=$(mktemp -d)
