@@ -2,7 +2,7 @@
 # Side-by-side load benchmark: sidekey vs nginx doing the same job (a reverse proxy that
 # injects `Authorization: Bearer ...`), in one run on loopback.
 #
-#   benches/load.sh                 # DUR=6s CONNS=32 ROUNDS=3, XDUR=4s XROUNDS=2 (about 6.5 minutes + build)
+#   benches/load.sh                 # DUR=6s CONNS=32 ROUNDS=3, XDUR=3s XROUNDS=3 (about 7 minutes + build)
 #   The "mcp" case POSTs a 1 KiB MCP tools/call decided by a tool rule (ratio to claw).
 #
 # Round two, the cost curves (after the main rounds, XROUNDS rounds of XDUR each, cases
@@ -56,8 +56,8 @@ cd "$(dirname "$0")/.."
 DUR=${DUR:-6s}
 CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-3}
-XDUR=${XDUR:-4s}        # each case of the cost-curve sections
-XROUNDS=${XROUNDS:-2}
+XDUR=${XDUR:-3s}        # each case of the cost-curve sections
+XROUNDS=${XROUNDS:-3}  # a median of 3 survives one stalled round on a shared machine
 BODY_REPS=${BODY_REPS:-5}
 NUSERS=100000
 # 1,000 clients (plus wrk's and the proxies' own descriptors) need more than 1024 fds.
