@@ -28,6 +28,21 @@ fn table(n: usize) -> RouteTable {
     RouteTable::new(&cfg.routes)
 }
 
+/// `n` routes on one host, each under its own first path segment, the hit last.
+fn one_host_table(n: usize) -> RouteTable {
+    let mut yaml = String::from(
+        "version: 1\nagent: bench\ncredentials:\n  c: {source: env, env: BENCH_TOKEN}\nroutes:\n",
+    );
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - {{name: r{i}, match: {{host: api.example.com, path: \"/r{i}/*\"}}, auth: claw, credential: c}}\n"
+        ));
+    }
+    let cfg = config::from_str(&yaml, Path::new("bench.yaml"), Path::new("."))
+        .unwrap_or_else(|e| panic!("bench config invalid: {e:?}"));
+    RouteTable::new(&cfg.routes)
+}
+
 fn matching(c: &mut Criterion) {
     let mut g = c.benchmark_group("route_match");
     for n in [10usize, 1_000, 10_000] {
@@ -51,6 +66,20 @@ fn matching(c: &mut Criterion) {
                     method: &Method::GET,
                 };
                 black_box(t.first_match(black_box(&m)).is_none())
+            })
+        });
+    }
+    for n in [10usize, 1_000, 10_000] {
+        let t = one_host_table(n);
+        let path = format!("/r{}/items/42", n - 1);
+        g.bench_function(format!("{n}_routes_one_host"), |b| {
+            b.iter(|| {
+                let m = MatchInput {
+                    host: "api.example.com",
+                    path: &path,
+                    method: &Method::GET,
+                };
+                black_box(t.first_match(black_box(&m)).is_some())
             })
         });
     }

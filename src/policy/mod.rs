@@ -48,11 +48,57 @@ pub enum ConnectPlan {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Arc<RouteSpec>>,
-    exact: HashMap<String, Vec<usize>>,
+    exact: HashMap<String, Bucket>,
     /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<String, Vec<usize>>,
-    any_host: Vec<usize>,
+    wildcard: HashMap<String, Bucket>,
+    any_host: Bucket,
     gateways: Vec<usize>,
+}
+
+/// The routes of one host key (indices in file order), indexed again by the first
+/// segment of their path glob when it is literal (`/v1/*` under `v1`), so that many
+/// routes on one host cost a lookup, not a walk. A route without a path, or whose
+/// first segment has a `*`, is in `other` and tried for every path.
+#[derive(Debug, Default)]
+struct Bucket {
+    by_segment: HashMap<String, Vec<usize>>,
+    other: Vec<usize>,
+}
+
+impl Bucket {
+    fn push(&mut self, i: usize, route: &RouteSpec) {
+        match route
+            .matcher
+            .path
+            .as_ref()
+            .and_then(PathGlob::first_segment)
+        {
+            Some(seg) => self.by_segment.entry(seg.to_string()).or_default().push(i),
+            None => self.other.push(i),
+        }
+    }
+
+    /// The lists that can hold a match for `path`; every list when `path` is `None`
+    /// (a CONNECT, decided before any path is seen).
+    fn lists<'b>(&'b self, path: Option<&str>, out: &mut Vec<&'b [usize]>) {
+        match path {
+            Some(p) => {
+                if let Some(l) = first_segment(p).and_then(|s| self.by_segment.get(s)) {
+                    out.push(l);
+                }
+            }
+            None => out.extend(self.by_segment.values().map(Vec::as_slice)),
+        }
+        if !self.other.is_empty() {
+            out.push(&self.other);
+        }
+    }
+}
+
+/// The first segment of a request path (`v1` of `/v1/items`), if it starts with `/`.
+fn first_segment(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix('/')?;
+    Some(rest.split('/').next().unwrap_or(rest))
 }
 
 impl RouteTable {
@@ -65,12 +111,12 @@ impl RouteTable {
             match (&r.gateway, &r.matcher.host) {
                 (Some(_), _) => t.gateways.push(i),
                 (None, Some(HostPattern::Exact(h))) => {
-                    t.exact.entry(h.clone()).or_default().push(i)
+                    t.exact.entry(h.clone()).or_default().push(i, r)
                 }
                 (None, Some(HostPattern::Wildcard(s))) => {
-                    t.wildcard.entry(s.clone()).or_default().push(i)
+                    t.wildcard.entry(s.clone()).or_default().push(i, r)
                 }
-                (None, None) => t.any_host.push(i),
+                (None, None) => t.any_host.push(i, r),
             }
         }
         t
@@ -78,7 +124,7 @@ impl RouteTable {
 
     /// The first proxy (non-gateway) route matching the request.
     pub fn first_match(&self, req: &MatchInput<'_>) -> Option<&Arc<RouteSpec>> {
-        let mut lists = self.candidates(req.host);
+        let mut lists = self.candidates(req.host, Some(req.path));
         loop {
             // Smallest head among the candidate lists: file order across all of them.
             let (li, &idx) = lists
@@ -153,7 +199,7 @@ impl RouteTable {
         let mut first = None;
         let mut covered = false;
         let mut all: Vec<usize> = self
-            .candidates(host)
+            .candidates(host, None)
             .iter()
             .flat_map(|l| l.iter().copied())
             .collect();
@@ -189,23 +235,114 @@ impl RouteTable {
         (plan, first)
     }
 
-    fn candidates(&self, host: &str) -> Vec<&[usize]> {
+    /// The route lists that can match `host` (and `path`, when known), each in file
+    /// order.
+    fn candidates(&self, host: &str, path: Option<&str>) -> Vec<&[usize]> {
         let mut lists: Vec<&[usize]> = Vec::with_capacity(4);
-        if let Some(l) = self.exact.get(host) {
-            lists.push(l);
+        if let Some(b) = self.exact.get(host) {
+            b.lists(path, &mut lists);
         }
         if !self.wildcard.is_empty() {
             let mut rest = host;
             while let Some(dot) = rest.find('.') {
                 rest = &rest[dot + 1..];
-                if let Some(l) = self.wildcard.get(rest) {
-                    lists.push(l);
+                if let Some(b) = self.wildcard.get(rest) {
+                    b.lists(path, &mut lists);
                 }
             }
         }
-        if !self.any_host.is_empty() {
-            lists.push(&self.any_host);
-        }
+        self.any_host.lists(path, &mut lists);
         lists
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// The index must answer exactly what a walk over every route in file order
+    /// answers, whatever mix of literal, starred and missing paths the routes have.
+    #[test]
+    fn indexed_first_match_is_the_first_route_in_file_order() {
+        let paths = [
+            None,
+            Some("/v1/*"),
+            Some("/v1"),
+            Some("/v*"),
+            Some("/v2/items/*"),
+            Some("*"),
+            Some("/"),
+            Some("/v1/x*y"),
+        ];
+        let hosts = ["api.test", "*.test", ""];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..50 {
+            let mut yaml = String::from("version: 1\nagent: t\nroutes:\n");
+            for i in 0..12 {
+                let host = hosts[rng.usize(..hosts.len())];
+                let path = paths[rng.usize(..paths.len())];
+                let mut m = Vec::new();
+                if !host.is_empty() {
+                    m.push(format!("host: \"{host}\""));
+                }
+                if let Some(p) = path {
+                    m.push(format!("path: \"{p}\""));
+                }
+                if m.is_empty() {
+                    m.push("methods: [GET, POST]".into());
+                }
+                yaml.push_str(&format!(
+                    "  - {{name: r{i}, match: {{{}}}, auth: passthrough}}\n",
+                    m.join(", ")
+                ));
+            }
+            let cfg = crate::config::from_str(&yaml, Path::new("t.yaml"), Path::new("/tmp"))
+                .unwrap_or_else(|e| panic!("fixture invalid: {e:?}\n{yaml}"));
+            let t = RouteTable::new(&cfg.routes);
+            for path in [
+                "/v1/a",
+                "/v1",
+                "/v1/xzy",
+                "/v2/items/3",
+                "/v3",
+                "/",
+                "*",
+                "/w",
+            ] {
+                for host in ["api.test", "x.test", "other.example"] {
+                    let req = MatchInput {
+                        host,
+                        path,
+                        method: &Method::GET,
+                    };
+                    let walked = cfg.routes.iter().find(|r| r.matcher.matches(&req));
+                    assert_eq!(
+                        t.first_match(&req).map(|r| r.name.to_string()),
+                        walked.map(|r| r.name.to_string()),
+                        "round {round}, {host}{path}\n{yaml}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn first_segment_of_globs_and_paths() {
+        let seg = |g: &str| {
+            PathGlob::parse(g)
+                .unwrap()
+                .first_segment()
+                .map(str::to_string)
+        };
+        assert_eq!(seg("/v1/*").as_deref(), Some("v1"));
+        assert_eq!(seg("/v1").as_deref(), Some("v1"));
+        assert_eq!(seg("/").as_deref(), Some(""));
+        assert_eq!(seg("/v*"), None);
+        assert_eq!(seg("*"), None);
+        assert_eq!(first_segment("/v1/items"), Some("v1"));
+        assert_eq!(first_segment("/"), Some(""));
+        assert_eq!(first_segment("*"), None);
     }
 }

@@ -146,6 +146,15 @@ impl PathGlob {
     pub fn matches(&self, path: &str) -> bool {
         star_match(&self.parts, path)
     }
+
+    /// The glob's first path segment when it is literal (`v1` of `/v1/*` or `/v1`):
+    /// every path it matches then has that first segment. `None` when the segment
+    /// holds a `*` (`/v*`, `*`).
+    pub(crate) fn first_segment(&self) -> Option<&str> {
+        let rest = self.source.strip_prefix('/')?;
+        let seg = rest.split('/').next().unwrap_or(rest);
+        (!seg.contains('*')).then_some(seg)
+    }
 }
 
 /// Anchored `*` matching: `parts` are the literal pieces between the stars (`a*b` is
