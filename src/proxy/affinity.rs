@@ -5,9 +5,10 @@
 //! The held connection is keyed by its authority and by the runtime's connector (a
 //! reload builds a new connector, so its `upstreams:` overrides and egress rules apply
 //! to a fresh dial, as they do to the new pool). A request takes the held connection
-//! when its key matches and nobody else is using it; everything else goes through the
-//! pool: HTTPS upstreams, a different host, concurrent HTTP/2 streams (while one holds
-//! the connection). CONNECT and WebSocket upgrades never get here.
+//! when its key matches and nobody else is using it (no request waiting on it, no
+//! response body still streaming on it); everything else goes through the pool: HTTPS
+//! upstreams, a different host, concurrent HTTP/2 streams. CONNECT and WebSocket
+//! upgrades never get here.
 //!
 //! Dialling goes through the same [`Connector`] as the pool (egress checks, connect
 //! timeout, the same errors). A request that a reused connection did not send (closed
@@ -69,7 +70,18 @@ impl Affinity {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let sender = match std::mem::take(&mut *slot) {
             Slot::Empty => None,
-            Slot::Held(key, sender) if key.matches(&authority, connector) => Some(sender),
+            // Ready: idle. Closed: dial again. Otherwise an earlier response's body is
+            // still streaming (concurrent HTTP/2 streams): leave it, use the pool.
+            Slot::Held(key, sender) if key.matches(&authority, connector) => {
+                if sender.is_ready() {
+                    Some(sender)
+                } else if sender.is_closed() {
+                    None
+                } else {
+                    *slot = Slot::Held(key, sender);
+                    return None;
+                }
+            }
             other => {
                 // Busy, or held for another host: leave it as it is.
                 *slot = other;

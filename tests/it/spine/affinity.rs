@@ -249,3 +249,43 @@ async fn users_sharing_a_client_connection_keep_their_own_credentials() {
         "the users' requests share the client's upstream connection: {seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_response_does_not_hold_up_other_http2_streams() {
+    let up = Upstream::start();
+    let cfg = format!(
+        "{head}default: deny\nupstreams:\n  api.test: {up}\ncredentials:\n  bot:\n    source: env\n    env: AFF_TOKEN\nroutes:\n  - {{name: claw, match: {{host: api.test}}, auth: claw, credential: bot}}\n",
+        head = yaml_head("affinity-h2"),
+        up = up.host_port()
+    );
+    let sk = Sidekey::start(&cfg, &[("AFF_TOKEN", TOK)]);
+    let stream = tokio::net::TcpStream::connect(sk.proxy_addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let get = |path: &str| {
+        http::Request::get(format!("http://api.test{path}"))
+            .version(http::Version::HTTP_2)
+            .body(empty())
+            .unwrap()
+    };
+    // Stream 1: the upstream sends one event, then waits for the gate.
+    let mut gated = sender
+        .send_request(get("/gated"))
+        .await
+        .unwrap()
+        .into_body();
+    let first = next_data(&mut gated, Duration::from_secs(5)).await;
+    assert!(first.is_some(), "first event");
+    // Stream 2, same client connection, while stream 1's body is still open.
+    let other = tokio::time::timeout(Duration::from_secs(5), sender.send_request(get("/v1/x")))
+        .await
+        .expect("stream 2 answered while stream 1 streams")
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    up.release_gate();
+}
