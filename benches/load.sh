@@ -40,7 +40,9 @@
 #
 # "hyper floor" (benches/hyper_floor.rs, also on core 1) is the same stack with nothing
 # but the header injection: the gap nginx -> floor is the stack's, floor -> sidekey is
-# sidekey's own work (identity, policy, audit, metrics, response scrubbing).
+# sidekey's own work (identity, policy, audit, metrics, response scrubbing). It holds
+# one upstream connection per client connection, as sidekey does for plain HTTP/1;
+# "hyper floor pool" is the same through hyper-util's pooled client.
 #
 # Plain HTTP cases are driven by wrk. HTTPS cases are driven by benches/tls_load.rs (wrk
 # cannot speak through a CONNECT proxy), all at the same connection count and duration:
@@ -86,7 +88,7 @@ for line in sys.stdin:
   echo "$path"
 }
 TLS_LOAD=$(bench_bin tls_load)  # the HTTPS load client
-FLOOR=$(bench_bin hyper_floor)  # the stack's floor: hyper + hyper-util's pooled client, injecting only
+FLOOR=$(bench_bin hyper_floor)  # the stack's floor: hyper, injecting only (affinity or pool mode)
 # The measured binary last: building a bench target also builds the sidekey binary with
 # the dev-dependency features and links it to target/release/sidekey; `cargo build
 # --release` (fresh or not) links the release build back in its place.
@@ -106,7 +108,7 @@ cleanup() { [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; cp "$tmp"/out.* "$tmp"/cpu
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NGX=$(free_port); SK=$(free_port); SKA=$(free_port); FL=$(free_port)
+UP=$(free_port); NGX=$(free_port); SK=$(free_port); SKA=$(free_port); FL=$(free_port); FLP=$(free_port)
 UPTLS=$(free_port); NGXTLS=$(free_port); NGXTT=$(free_port); SKT=$(free_port); SKTA=$(free_port)
 NGXL=$(free_port); DISC=$(free_port); SKU=$(free_port); SKUA=$(free_port)
 TOKEN=bench-token-0123456789abcdef
@@ -325,8 +327,10 @@ taskset -c 0 nginx -c "$tmp/upstream.conf" -p "$tmp" & pids+=($!)
 taskset -c 1 nginx -c "$tmp/proxy.conf" -p "$tmp" & pids+=($!)
 BENCH_TOKEN=$TOKEN SIDEKEY_WORKERS=1 SIDEKEY_LOG=warn taskset -c 1 "$BIN" run --config "$tmp/sidekey.yaml" 2>"$tmp/sidekey.err" & pids+=($!)
 SKPID=$!
-taskset -c 1 "$FLOOR" "127.0.0.1:$FL" "127.0.0.1:$UP" "$TOKEN" & pids+=($!)
+taskset -c 1 "$FLOOR" "127.0.0.1:$FL" "127.0.0.1:$UP" "$TOKEN" affinity & pids+=($!)
 FLPID=$!
+taskset -c 1 "$FLOOR" "127.0.0.1:$FLP" "127.0.0.1:$UP" "$TOKEN" pool & pids+=($!)
+FLPPID=$!
 taskset -c 1 nginx -c "$tmp/proxy-tls.conf" -p "$tmp" & pids+=($!)
 BENCH_TOKEN=$TOKEN SIDEKEY_WORKERS=1 SIDEKEY_LOG=warn taskset -c 1 "$BIN" run --config "$tmp/sidekey-tls.yaml" 2>"$tmp/sidekey-tls.err" & pids+=($!)
 SKTPID=$!
@@ -381,6 +385,7 @@ check_auth "nginx+log" "http://127.0.0.1:$NGXL/auth"
 for c in $RCASES; do check_auth "sidekey $c" -x "http://127.0.0.1:${RPORT[$c]}" http://api.test/auth; done
 curl -sf -o /dev/null -x "http://127.0.0.1:$SKU" -H 'x-sidekey-user: u1' http://users.test/v1/x
 check_auth "hyper floor" "http://127.0.0.1:$FL/auth"
+check_auth "hyper floor pool" "http://127.0.0.1:$FLP/auth"
 check_auth "sidekey claw" -x "http://127.0.0.1:$SK" http://api.test/auth
 check_auth "sidekey mcp" -x "http://127.0.0.1:$SK" -H 'content-type: application/json' -d "$MCP_BODY" http://mcp.test/auth
 check_auth "nginx TLS" --cacert "$tmp/upca.crt" --resolve "api.test:$NGXTLS:127.0.0.1" "https://api.test:$NGXTLS/auth"
@@ -498,6 +503,7 @@ for r in $(seq "$ROUNDS"); do
   timed nginx "$NGXW" run nginx "$NGX" "$L_NGINX"
   timed nginx_log "$NGXLW" run nginx_log "$NGXL" "$L_NGINX"
   timed floor "$FLPID" run floor "$FL" "$L_FLOOR"
+  timed floor_pool "$FLPPID" run floor_pool "$FLP" "$L_FLOOR"
   timed claw "$SKPID" run claw "$SK" "$L_CLAW"
   timed assistant "$SKPID" run assistant "$SK" "$L_ASSIST"
   timed gateway "$SKPID" run gateway "$SK" "$L_GW"
@@ -609,7 +615,7 @@ def parse(path):
     lat = {p: ms(*re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", t).groups()) for p in ("50", "99")}
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
     return rps, lat["50"], lat["99"], int(errs.group(1)) if errs else 0
-cases = ["direct", "nginx", "nginx_log", "floor", "claw", "assistant", "gateway", "mcp"]
+cases = ["direct", "nginx", "nginx_log", "floor", "floor_pool", "claw", "assistant", "gateway", "mcp"]
 res = {}
 for c in cases:
     runs = [parse(f"{tmp}/out.{c}.{r}") for r in range(1, rounds + 1)]
@@ -620,7 +626,7 @@ print("us/req = proxy CPU microseconds (utime+stime) per request")
 print(f"{'case':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p99 ms':>9}{'non-2xx':>9}{'cpu%':>8}{'k/cpu-s':>10}{'us/req':>8}")
 for c in cases:
     rps, p50, p99, bad = res[c]
-    label = {"nginx_log": "nginx+log (JSON)", "claw": "sidekey claw", "assistant": "sidekey assistant", "gateway": "sidekey gateway", "floor": "hyper floor", "mcp": "sidekey mcp 1KiB call"}.get(c, c)
+    label = {"nginx_log": "nginx+log (JSON)", "claw": "sidekey claw", "assistant": "sidekey assistant", "gateway": "sidekey gateway", "floor": "hyper floor", "floor_pool": "hyper floor pool", "mcp": "sidekey mcp 1KiB call"}.get(c, c)
     print(f"{label:<22}{rps:>10.0f}{p50:>9.3f}{p99:>9.3f}{p99 - d99:>9.3f}{bad:>9}{cpu_cols(c, rps)}")
 n = res["nginx"]
 print()
@@ -635,6 +641,7 @@ m, cl = res["mcp"], res["claw"]
 print(f"sidekey mcp/claw: throughput {m[0] / cl[0]:.2f}x, p99 {m[2]:.3f} ms vs {cl[2]:.3f} ms (a 1 KiB tools/call read, classified and decided by a tool rule)")
 f = res["floor"]
 print(f"hyper floor/nginx: throughput {f[0] / n[0]:.2f}x (the stack sidekey is built on, injecting and nothing else)")
+print(f"hyper floor/hyper floor pool: throughput {f[0] / res['floor_pool'][0]:.2f}x (one upstream connection per client connection vs the pooled client)")
 print(f"sidekey claw/hyper floor: throughput {res['claw'][0] / f[0]:.2f}x (the cost of identity, policy, audit, metrics, scrubbing)")
 print(f"peak RSS: sidekey {sk_hwm / 1024:.1f} MiB, nginx worker {ngx_hwm / 1024:.1f} MiB; sidekey idle: {sk_start / 1024:.1f} MiB before load, {sk_idle / 1024:.1f} MiB after")
 print(f"audit records written by sidekey: {audit}")
@@ -711,7 +718,7 @@ def ratio(u, base):
     return f"{u / base:.2f}x" if u and base else "-"
 print()
 print(f"Round two: cost curves ({xr} rounds per case, medians; us/req = proxy CPU microseconds per request)")
-for c, label in (("nginx", "nginx"), ("nginx_log", "nginx+log (JSON access log)"), ("floor", "hyper floor"),
+for c, label in (("nginx", "nginx"), ("nginx_log", "nginx+log (JSON access log)"), ("floor", "hyper floor"), ("floor_pool", "hyper floor pool"),
                  ("claw", "sidekey claw"), ("assistant", "sidekey assistant"), ("gateway", "sidekey gateway"), ("mcp", "sidekey mcp 1KiB call")):
     u = us_req(c)
     summary.append(("CPU per request, 32 conns", label, f"{res[c][0]:,.0f} req/s", f1(u), ratio(u, unl), ratio(u, un), "", ""))

@@ -112,6 +112,7 @@ pub async fn handle(
                 guard: conn.guard.clone(),
                 loopback: conn.loopback,
                 intercepted: None,
+                affinity: Default::default(),
             };
             shared.tasks.spawn(async move {
                 let bytes_out = Arc::new(AtomicU64::new(0));
@@ -160,6 +161,7 @@ async fn intercept(
     };
     let inner = Arc::new(ConnInfo {
         intercepted: Some(tunnel),
+        affinity: Default::default(),
         ..outer
     });
     listener::serve_connection_boxed(shared, TokioIo::new(tls), inner).await;

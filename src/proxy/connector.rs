@@ -76,6 +76,11 @@ impl Connector {
         }
     }
 
+    /// Whether `other` is this connector (built from the same config), not a copy of it.
+    pub(crate) fn same(&self, other: &Connector) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Resolve `host:port` into the addresses that may be dialled, or why none may.
     pub async fn plan(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
         let inner = &self.inner;

@@ -1,7 +1,9 @@
 //! The forward phase: one pooled client for every upstream, and its errors.
 //!
 //! Connections are pooled per scheme and authority (keep-alive, HTTP/2 when the
-//! upstream's ALPN picks it). Waiting for the response head is bounded by
+//! upstream's ALPN picks it). A plain-HTTP/1 request whose client connection already
+//! holds an upstream connection to the same place uses that one instead
+//! ([`super::affinity`]). Waiting for the response head is bounded by
 //! `timeouts.upstream_response`; bodies stream through untouched.
 
 use std::time::Duration;
@@ -13,6 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::affinity::Affinity;
 use super::connector::{ConnectError, Connector};
 use crate::error::ProxyError;
 
@@ -45,12 +48,22 @@ impl Upstream {
         &self.connector
     }
 
-    /// Send `req` and wait (bounded) for the response head.
-    pub async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+    /// Send `req` and wait (bounded) for the response head: on the client connection's
+    /// own upstream connection when affinity applies ([`Affinity`]), else pooled.
+    pub(crate) async fn send(
+        &self,
+        affinity: &Affinity,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let sent = async {
+            match affinity.claim(&self.connector, &req) {
+                Some(claim) => claim.send(&self.connector, req).await,
+                None => self.client.request(req).await.map_err(|e| classify(&e)),
+            }
+        };
+        match tokio::time::timeout(self.response_timeout, sent).await {
             Err(_) => Err(ProxyError::UpstreamTimeout(humanize(self.response_timeout))),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(r) => r,
         }
     }
 }

@@ -46,6 +46,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
             )),
             loopback: peer.ip().to_canonical().is_loopback(),
             intercepted: None,
+            affinity: Default::default(),
         });
         let shared2 = shared.clone();
         let deadline = shared.runtime().config.timeouts.request_headers;

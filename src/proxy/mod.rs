@@ -6,6 +6,7 @@
 //! (tunnel or interception), `upgrade.rs` WebSockets, `headers.rs` header hygiene,
 //! `connector.rs` + `egress.rs` how upstreams are dialled, `exchange.rs` the audit.
 
+mod affinity;
 mod connect;
 pub(crate) mod connector;
 mod counting_io;
@@ -170,6 +171,8 @@ pub struct ConnInfo {
     pub loopback: bool,
     /// Set inside an intercepted CONNECT tunnel.
     pub intercepted: Option<Intercepted>,
+    /// The plain-HTTP/1 upstream connection this client connection holds.
+    pub(crate) affinity: affinity::Affinity,
 }
 
 /// The CONNECT a tunnel was opened with; inner requests are bound to it.

@@ -63,7 +63,17 @@ pub(super) async fn forward(
         });
     }
     let started = Instant::now();
-    let sent = send(shared, rt, &ex.bytes_in, call, parts, body, &mut secrets).await;
+    let sent = send(
+        shared,
+        rt,
+        conn,
+        &ex.bytes_in,
+        call,
+        parts,
+        body,
+        &mut secrets,
+    )
+    .await;
     // Upstream time counts for failures too: a hanging upstream must show in latency.
     if !matches!(sent, Err(ProxyError::EgressDenied(_))) {
         ex.upstream = Some(started.elapsed());
@@ -74,9 +84,11 @@ pub(super) async fn forward(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send(
     shared: &Shared,
     rt: &Runtime,
+    conn: &ConnInfo,
     bytes_in: &Arc<AtomicU64>,
     call: &Call,
     mut parts: Parts,
@@ -92,7 +104,9 @@ async fn send(
             let body = CountingBody::new(body, bytes_in.clone())
                 .map_err(Into::into)
                 .boxed_unsync();
-            rt.upstream.send(Request::from_parts(parts, body)).await
+            rt.upstream
+                .send(&conn.affinity, Request::from_parts(parts, body))
+                .await
         }
         replay::Outgoing::Buffered(bytes) => {
             bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -104,7 +118,7 @@ async fn send(
             )?;
             let first = rt
                 .upstream
-                .send(replay::request(&parts, bytes.clone()))
+                .send(&conn.affinity, replay::request(&parts, bytes.clone()))
                 .await?;
             // Only credentialed assistant calls are retried (an MCP POST is read on any
             // route, a SigV4 body to be hashed).
@@ -115,7 +129,7 @@ async fn send(
                 return Ok(first);
             }
             drop(first);
-            retry(shared, rt, call, &mut parts, bytes, secrets).await
+            retry(shared, rt, conn, call, &mut parts, bytes, secrets).await
         }
     }
 }
@@ -125,6 +139,7 @@ async fn send(
 async fn retry(
     shared: &Shared,
     rt: &Runtime,
+    conn: &ConnInfo,
     call: &Call,
     parts: &mut Parts,
     bytes: Bytes,
@@ -137,7 +152,9 @@ async fn retry(
     tracing::info!(route = %route.name, "upstream refused the credential; retrying once with a refreshed one");
     *secrets = Some(inject::credential(call, &fresh, parts)?);
     sign(call, Some(&fresh), parts, Payload::Bytes(&bytes))?;
-    rt.upstream.send(replay::request(parts, bytes)).await
+    rt.upstream
+        .send(&conn.affinity, replay::request(parts, bytes))
+        .await
 }
 
 /// SigV4-sign the final request when the route says so (a no-op otherwise).

@@ -1,4 +1,5 @@
 //! spine tests (see each file's own doc).
+mod affinity;
 mod audit;
 mod in_process;
 mod injection;
