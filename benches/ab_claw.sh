@@ -8,41 +8,20 @@
 # (utime+stime from /proc/PID/stat). Needs nginx and wrk (see benches/load.sh).
 set -euo pipefail
 A=$1; B=$2; DUR=${DUR:-5s}; ROUNDS=${ROUNDS:-4}; CONNS=32
-tmp=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); TOKEN=bench-token-0123456789abcdef
-cat > "$tmp/up.conf" <<NGINX
-worker_processes 1; daemon off; pid $tmp/up.pid; error_log $tmp/up.err;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
-  location / { default_type application/json; return 200 '{"ok":true}'; } } }
-NGINX
-taskset -c 0 nginx -c "$tmp/up.conf" -p "$tmp" & pids+=($!)
+. "$(dirname "$0")/common.sh"
+UP=$(free_port); TOKEN=$BENCH_TOKEN_VALUE
+upstream_nginx "$UP" 0
 declare -A PORT APORT PID
 for v in A B; do
   PORT[$v]=$(free_port); APORT[$v]=$(free_port)
-  cat > "$tmp/$v.yaml" <<YAML
-version: 1
-agent: ab
-listen: 127.0.0.1:${PORT[$v]}
-admin_listen: 127.0.0.1:${APORT[$v]}
-audit: {file: $tmp/audit-$v.jsonl}
-upstreams: {api.test: 127.0.0.1:$UP}
-credentials:
-  bot: {source: env, env: BENCH_TOKEN}
-routes:
-  - {name: claw, match: {host: api.test}, auth: claw, credential: bot}
-YAML
+  claw_yaml "$tmp/$v.yaml" "${PORT[$v]}" "${APORT[$v]}" "$UP"
   bin=$A; [ $v = B ] && bin=$B
   BENCH_TOKEN=$TOKEN SIDEKEY_WORKERS=1 SIDEKEY_LOG=warn taskset -c 1 "$bin" run --config "$tmp/$v.yaml" 2>"$tmp/$v.err" & pids+=($!)
   PID[$v]=$!
 done
-for v in A B; do for i in $(seq 100); do curl -sf "http://127.0.0.1:${APORT[$v]}/healthz" >/dev/null && break; sleep 0.1; done; done
+for v in A B; do wait_ready "${APORT[$v]}"; done
 sleep 1
 printf 'wrk.path = "http://api.test/v1/x"\nwrk.headers["Host"] = "api.test"\n' > "$tmp/claw.lua"
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 echo "variant round req/s p99 cpu% cpu_us/req"
 for r in $(seq "$ROUNDS"); do for v in A B; do

@@ -10,28 +10,12 @@ cd "$(dirname "$0")/.."
 DUR=${DUR:-5s}
 CONNS=${CONNS:-8}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need strace; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk strace >/dev/null
-fi
+. benches/common.sh
+need_debian nginx:nginx-light wrk:wrk strace:strace
 cargo build --release --quiet
 BIN=$PWD/target/release/sidekey
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); NGX=$(free_port); SK=$(free_port); SKA=$(free_port)
-TOKEN=bench-token-0123456789abcdef
 
-cat > "$tmp/upstream.conf" <<NGINX
-worker_processes 1; daemon off; pid $tmp/up.pid; error_log $tmp/up.err;
-events { worker_connections 1024; }
-http { access_log off;
-  server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '{"ok":true}'; } } }
-NGINX
 cat > "$tmp/proxy.conf" <<NGINX
 worker_processes 1; daemon off; pid $tmp/ngx.pid; error_log $tmp/ngx.err;
 events { worker_connections 1024; }
@@ -39,26 +23,16 @@ http { access_log off;
   upstream up { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$NGX; keepalive_requests 1000000;
     location / { proxy_pass http://up; proxy_http_version 1.1;
-      proxy_set_header Connection ""; proxy_set_header Authorization "Bearer $TOKEN"; } } }
+      proxy_set_header Connection ""; proxy_set_header Authorization "Bearer $BENCH_TOKEN_VALUE"; } } }
 NGINX
-cat > "$tmp/sidekey.yaml" <<YAML
-version: 1
-agent: bench
-listen: 127.0.0.1:$SK
-admin_listen: 127.0.0.1:$SKA
-audit: {file: $tmp/audit.jsonl}
-upstreams: {api.test: 127.0.0.1:$UP}
-credentials:
-  bot: {source: env, env: BENCH_TOKEN}
-routes:
-  - {name: claw, match: {host: api.test}, auth: claw, credential: bot}
-YAML
+claw_yaml "$tmp/sidekey.yaml" "$SK" "$SKA" "$UP"
 
-nginx -c "$tmp/upstream.conf" -p "$tmp" & pids+=($!)
+upstream_nginx "$UP" 0
 nginx -c "$tmp/proxy.conf" -p "$tmp" & pids+=($!)
-BENCH_TOKEN=$TOKEN SIDEKEY_WORKERS=1 SIDEKEY_LOG=warn "$BIN" run --config "$tmp/sidekey.yaml" 2>"$tmp/sidekey.err" & pids+=($!)
+BENCH_TOKEN=$BENCH_TOKEN_VALUE SIDEKEY_WORKERS=1 SIDEKEY_LOG=warn "$BIN" run --config "$tmp/sidekey.yaml" 2>"$tmp/sidekey.err" & pids+=($!)
 SKPID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$SKA/healthz" >/dev/null && [ -s "$tmp/ngx.pid" ] && break; sleep 0.1; done
+wait_ready "$SKA"
+for _ in $(seq 100); do [ -s "$tmp/ngx.pid" ] && break; sleep 0.1; done
 NGXWORKER=$(pgrep -P "$(cat "$tmp/ngx.pid")" | head -1)
 
 # wrk's forward-proxy request for sidekey: an absolute-form URI to api.test.
