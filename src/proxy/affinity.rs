@@ -17,7 +17,7 @@
 
 use std::sync::Mutex;
 
-use http::uri::Scheme;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -51,7 +51,7 @@ struct Key {
 
 impl Key {
     fn matches(&self, authority: &str, connector: &Connector) -> bool {
-        self.authority == authority && self.connector.same(connector)
+        self.authority.eq_ignore_ascii_case(authority) && self.connector.same(connector)
     }
 }
 
@@ -66,17 +66,17 @@ impl Affinity {
         if uri.scheme() != Some(&Scheme::HTTP) || req.method() == http::Method::CONNECT {
             return None;
         }
-        let authority = uri.authority()?.as_str().to_ascii_lowercase();
+        let authority = uri.authority()?.as_str();
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        let sender = match std::mem::take(&mut *slot) {
-            Slot::Empty => None,
+        let (key, sender) = match std::mem::take(&mut *slot) {
+            Slot::Empty => (None, None),
             // Ready: idle. Closed: dial again. Otherwise an earlier response's body is
             // still streaming (concurrent HTTP/2 streams): leave it, use the pool.
-            Slot::Held(key, sender) if key.matches(&authority, connector) => {
+            Slot::Held(key, sender) if key.matches(authority, connector) => {
                 if sender.is_ready() {
-                    Some(sender)
+                    (Some(key), Some(sender))
                 } else if sender.is_closed() {
-                    None
+                    (Some(key), None)
                 } else {
                     *slot = Slot::Held(key, sender);
                     return None;
@@ -89,12 +89,14 @@ impl Affinity {
             }
         };
         *slot = Slot::Busy;
+        // A reused connection keeps its key; only a new one builds (and allocates) one.
+        let key = key.unwrap_or_else(|| Key {
+            authority: authority.to_ascii_lowercase(),
+            connector: connector.clone(),
+        });
         Some(Claim {
             affinity: self,
-            key: Some(Key {
-                authority,
-                connector: connector.clone(),
-            }),
+            key: Some(key),
             sender,
         })
     }
@@ -124,10 +126,18 @@ impl Claim<'_> {
     pub(crate) async fn send(
         mut self,
         connector: &Connector,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let target = req.uri().clone();
-        origin_form(&mut req)?;
+        let (req, authority) = origin_form(req)?;
+        // Where to dial, built only when a connection has to be made.
+        let target = || {
+            Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority.clone())
+                .path_and_query("/")
+                .build()
+                .map_err(|_| ProxyError::BadRequest("bad upstream authority".into()))
+        };
         let held = match self.sender.take() {
             Some(mut s) => s.ready().await.is_ok().then_some(s),
             None => None,
@@ -135,7 +145,7 @@ impl Claim<'_> {
         let reused = held.is_some();
         let mut sender = match held {
             Some(s) => s,
-            None => dial(connector, &target).await?,
+            None => dial(connector, &target()?).await?,
         };
         let resp = match sender.try_send_request(req).await {
             Ok(resp) => resp,
@@ -143,7 +153,7 @@ impl Claim<'_> {
                 // Not sent on a reused connection: once more on a fresh one.
                 Some(back) if reused => {
                     tracing::debug!(error = %e.error(), "held upstream connection closed; dialling a new one");
-                    sender = dial(connector, &target).await?;
+                    sender = dial(connector, &target()?).await?;
                     sender.send_request(back).await.map_err(upstream)?
                 }
                 _ => return Err(upstream(e.into_error())),
@@ -176,27 +186,31 @@ async fn dial(connector: &Connector, target: &Uri) -> Result<Sender, ProxyError>
 
 /// What the pool does to a request for an HTTP/1 connection: `Host` from the URI when
 /// the request has none (the port only when it is not the default), origin-form URI.
-fn origin_form(req: &mut Request<UpstreamBody>) -> Result<(), ProxyError> {
-    let uri = req.uri();
-    let host = uri
-        .host()
+/// The URI's parts are moved, not copied; the authority comes back for dialling.
+fn origin_form(
+    req: Request<UpstreamBody>,
+) -> Result<(Request<UpstreamBody>, Authority), ProxyError> {
+    let (mut head, body) = req.into_parts();
+    let mut uri = std::mem::take(&mut head.uri).into_parts();
+    uri.scheme = None;
+    let authority = uri
+        .authority
+        .take()
         .ok_or_else(|| ProxyError::Upstream("upstream URI without a host".into()))?;
-    let host = match uri.port_u16() {
-        Some(port) if port != 80 => format!("{host}:{port}"),
-        _ => host.to_string(),
-    };
-    let path: Uri = match uri.path_and_query() {
-        Some(pq) => Uri::try_from(pq.as_str()),
-        None => Uri::try_from("/"),
-    }
-    .map_err(|_| ProxyError::BadRequest("bad path".into()))?;
-    if !req.headers().contains_key(http::header::HOST) {
+    if !head.headers.contains_key(http::header::HOST) {
+        let host = match authority.port_u16() {
+            Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_string(),
+        };
         let v =
             HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("bad host".into()))?;
-        req.headers_mut().insert(http::header::HOST, v);
+        head.headers.insert(http::header::HOST, v);
     }
-    *req.uri_mut() = path;
-    Ok(())
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    head.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("bad path".into()))?;
+    Ok((Request::from_parts(head, body), authority))
 }
 
 /// A client error as the pool's [`super::forward::classify`] reports it.
