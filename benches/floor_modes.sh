@@ -27,23 +27,10 @@ for line in sys.stdin:
         print(m["executable"])')
 [ -x "$FLOOR" ] || { echo "floor_modes.sh: cannot find the hyper_floor bench binary" >&2; exit 1; }
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 UP=$(free_port)
-TOKEN=bench-token-0123456789abcdef
-cat > "$tmp/upstream.conf" <<NGINX
-worker_processes 1; daemon off; pid $tmp/up.pid; error_log $tmp/up.err;
-events { worker_connections 4096; }
-http { access_log off;
-  map \$http_authorization \$authok { "Bearer $TOKEN" yes; default no; }
-  server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '{"ok":true}'; }
-    location = /auth { default_type text/plain; return 200 \$authok; } } }
-NGINX
-taskset -c 0 nginx -c "$tmp/upstream.conf" -p "$tmp" & pids+=($!)
+TOKEN=$BENCH_TOKEN_VALUE
+upstream_nginx "$UP" 0
 declare -A PORT PID
 for m in $MODES; do
   PORT[$m]=$(free_port)
@@ -56,7 +43,6 @@ for m in $MODES; do
   [ "$got" = yes ] || { echo "floor_modes.sh: $m did not inject ($got)" >&2; exit 1; }
 done
 echo 'wrk.path = "/v1/x"' > "$tmp/floor.lua"
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 for r in $(seq "$ROUNDS"); do
   for m in $MODES; do

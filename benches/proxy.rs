@@ -13,34 +13,40 @@ use sidekey::credentials::Token;
 use sidekey::policy::{MatchInput, RouteTable};
 use sidekey::proxy::{headers, inject};
 
-fn table(n: usize) -> RouteTable {
+/// A route table from `n` claw routes, route `i` matching `condition(i)`, and `extra`
+/// YAML routes after them.
+fn table_of(n: usize, condition: impl Fn(usize) -> String, extra: &str) -> RouteTable {
     let mut yaml = String::from(
         "version: 1\nagent: bench\ncredentials:\n  c: {source: env, env: BENCH_TOKEN}\nroutes:\n",
     );
     for i in 0..n {
         yaml.push_str(&format!(
-            "  - {{name: r{i}, match: {{host: api{i}.example.com, path: \"/v1/items*\", methods: [GET, POST]}}, auth: claw, credential: c}}\n"
+            "  - {{name: r{i}, match: {{{}}}, auth: claw, credential: c}}\n",
+            condition(i)
         ));
     }
-    yaml.push_str("  - {name: wild, match: {host: \"*.tools.example.com\"}, auth: passthrough}\n");
+    yaml.push_str(extra);
     let cfg = config::from_str(&yaml, Path::new("bench.yaml"), Path::new("."))
         .unwrap_or_else(|e| panic!("bench config invalid: {e:?}"));
     RouteTable::new(&cfg.routes)
 }
 
+/// `n` routes on distinct hosts, then a wildcard host route.
+fn table(n: usize) -> RouteTable {
+    table_of(
+        n,
+        |i| format!("host: api{i}.example.com, path: \"/v1/items*\", methods: [GET, POST]"),
+        "  - {name: wild, match: {host: \"*.tools.example.com\"}, auth: passthrough}\n",
+    )
+}
+
 /// `n` routes on one host, each under its own first path segment, the hit last.
 fn one_host_table(n: usize) -> RouteTable {
-    let mut yaml = String::from(
-        "version: 1\nagent: bench\ncredentials:\n  c: {source: env, env: BENCH_TOKEN}\nroutes:\n",
-    );
-    for i in 0..n {
-        yaml.push_str(&format!(
-            "  - {{name: r{i}, match: {{host: api.example.com, path: \"/r{i}/*\"}}, auth: claw, credential: c}}\n"
-        ));
-    }
-    let cfg = config::from_str(&yaml, Path::new("bench.yaml"), Path::new("."))
-        .unwrap_or_else(|e| panic!("bench config invalid: {e:?}"));
-    RouteTable::new(&cfg.routes)
+    table_of(
+        n,
+        |i| format!("host: api.example.com, path: \"/r{i}/*\""),
+        "",
+    )
 }
 
 fn matching(c: &mut Criterion) {

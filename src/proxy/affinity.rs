@@ -102,8 +102,10 @@ impl Affinity {
     }
 }
 
-/// A request's hold on its client connection's upstream connection. Dropped without
-/// [`Claim::release`] (an error, a timeout), it leaves the slot empty.
+/// A request's hold on its client connection's upstream connection. Dropped after
+/// [`Claim::send`] got a response head, it puts the connection back for the next
+/// request; dropped after an error or a timeout (no sender left), it leaves the slot
+/// empty.
 pub(crate) struct Claim<'a> {
     affinity: &'a Affinity,
     key: Option<Key>,
